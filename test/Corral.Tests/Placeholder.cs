@@ -1,0 +1,1 @@
+namespace Corral.Tests;
