@@ -1,1 +1,3 @@
-return 0;
+using Corral.Cli;
+
+return await CorralCli.RunAsync(args).ConfigureAwait(false);

@@ -1,0 +1,76 @@
+using Corral.Cgroups;
+using Corral.Images;
+using Corral.Oom;
+using Corral.Runtimes;
+using Corral.Supervision;
+using Microsoft.Extensions.Logging;
+using Spectre.Console;
+
+namespace Corral.Cli;
+
+/// <summary>Everything a CLI command needs, built from global options and the environment.</summary>
+internal sealed record CorralContext(string StateDir, string DataDir, LogLevel LogLevel, RuntimeOptions RuntimeOptions)
+{
+    private ILoggerFactory? _loggers;
+
+    public ILoggerFactory Loggers => _loggers ??= LoggerFactory.Create(builder => builder
+        .SetMinimumLevel(LogLevel)
+        .AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+            o.UseUtcTimestamp = true;
+        })
+        .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
+
+    public ContainerSupervisor CreateSupervisor(TimeSpan? startTimeout = null)
+    {
+        var options = new SupervisorOptions { StateDir = StateDir };
+        if (startTimeout is { } start)
+        {
+            options.StartTimeout = start;
+        }
+
+        ICgroupDriver? driver = null; // TODO-MERGE CgroupDetector.Detect(new RealCgroupFileSystem(), Loggers);
+        return new ContainerSupervisor(
+            options,
+            RuntimeOptions,
+            driver,
+            null, // TODO-MERGE new OomWatcherFactory(new OomOptions(), TimeProvider.System, Loggers),
+            TimeProvider.System,
+            Loggers.CreateLogger<ContainerSupervisor>());
+    }
+
+    /// <summary>The default image, built with a progress display the first time.</summary>
+    public async Task<string> EnsureDefaultImageAsync(CancellationToken cancellationToken)
+    {
+        var image = new DefaultImage(DataDir);
+        if (image.IsReady)
+        {
+            return image.RootfsPath;
+        }
+
+        if (!Console.IsErrorRedirected)
+        {
+            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+            return await console.Status().StartAsync("Building the default image (Debian bookworm with python3)…", async status =>
+            {
+                var progress = new Progress<string>(line => status.Status($"Building the default image: {Markup.Escape(Trim(line))}"));
+                return await image.EnsureAsync(progress, cancellationToken).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+        }
+
+        Console.Error.WriteLine("corral: building the default image (Debian bookworm with python3), once");
+        var lines = 0;
+        var plain = new Progress<string>(line =>
+        {
+            if (++lines % 25 == 0 || line.Contains("Base system installed", StringComparison.Ordinal))
+            {
+                Console.Error.WriteLine($"corral: image: {Trim(line)}");
+            }
+        });
+        return await image.EnsureAsync(plain, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static string Trim(string line) => line.Length > 70 ? line[..70] : line;
+}

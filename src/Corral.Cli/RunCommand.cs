@@ -1,0 +1,160 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using Corral.Cgroups;
+using Corral.Common;
+using Corral.Runtimes;
+using Corral.Supervision;
+
+namespace Corral.Cli;
+
+/// <summary>`corral run [options] -- CMD [ARGS...]`: exits with the container's exit code.</summary>
+internal static class RunCommand
+{
+    public static Command Create()
+    {
+        var runtime = new Option<string>("--runtime") { Description = "gvisor (default: for untrusted code) or runc", DefaultValueFactory = _ => "gvisor" };
+        var rootfs = new Option<string>("--rootfs") { Description = "Root filesystem directory (default: the default image)" };
+        var env = new Option<string[]>("--env", "-e") { Description = "Environment variable K=V (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var workdir = new Option<string>("--workdir", "-w") { Description = "Working directory inside the container" };
+        var timeout = new Option<string>("--timeout") { Description = "Kill the container after this long (e.g. 30s, 5m)" };
+        var startTimeout = new Option<string>("--start-timeout") { Description = "Give up if the runtime has not started the workload by then (default 60s)" };
+        var name = new Option<string>("--name") { Description = "Container id (default: generated)" };
+        var resultFile = new Option<string>("--result-file") { Description = "Write the JSON exit record here" };
+        var memory = new Option<string>("--memory", "-m") { Description = "Memory limit, enforced by the kernel (e.g. 64Mi, 1Gi, 512M)" };
+        var cpus = new Option<string>("--cpus") { Description = "CPU limit in cores, fractional allowed (e.g. 0.5)" };
+        var pids = new Option<string>("--pids") { Description = "Maximum number of processes" };
+        var gpu = new Option<bool>("--gpu") { Description = "Give the container the host's NVIDIA GPUs (gVisor: nvproxy)" };
+        var command = new Argument<string[]>("CMD") { Description = "Command and arguments, after --", Arity = ArgumentArity.ZeroOrMore };
+        var run = new Command("run", "Run a command in a new container and exit with its exit code")
+        {
+            runtime, rootfs, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, gpu, command,
+        };
+
+        run.SetAction(async (parse, _) =>
+        {
+            var ctx = CorralCli.Context(parse);
+            if (!ContainerRuntimes.TryParse(parse.GetValue(runtime), out var kind))
+            {
+                throw new CorralException($"invalid --runtime '{parse.GetValue(runtime)}': use gvisor or runc");
+            }
+
+            var id = parse.GetValue(name);
+            if (id is not null)
+            {
+                ContainerId.Validate(id);
+            }
+
+            var resultPath = parse.GetValue(resultFile);
+            if (resultPath is not null && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(resultPath))))
+            {
+                throw new CorralException($"invalid --result-file '{resultPath}': its directory does not exist");
+            }
+
+            var limits = new ResourceLimits(
+                parse.GetValue(memory) is { } m ? ParseMemory(m) : null,
+                parse.GetValue(cpus) is { } c ? ParseCpus(c) : null,
+                parse.GetValue(pids) is { } p ? ParsePids(p) : null);
+            var request = new ContainerRequest
+            {
+                Id = id,
+                Runtime = kind,
+                Rootfs = parse.GetValue(rootfs) ?? "(default image)",
+                Command = parse.GetValue(command) ?? [],
+                Env = (parse.GetValue(env) ?? []).Select(ParseEnv).ToList(),
+                Workdir = parse.GetValue(workdir),
+                Timeout = parse.GetValue(timeout) is { } t ? Duration.Parse(t) : null,
+                Limits = limits,
+                Gpu = parse.GetValue(gpu),
+            };
+            if (request.Command.Count == 0)
+            {
+                throw new CorralException("no command given: corral run [options] -- CMD [ARGS...]");
+            }
+
+            if (request.Command[0].StartsWith('-'))
+            {
+                // Options belong before "--"; an unknown one would otherwise be taken for the command.
+                throw new CorralException($"unrecognized option '{request.Command[0]}' (the command goes after --)");
+            }
+
+            if (parse.GetValue(rootfs) is null)
+            {
+                request = request with { Rootfs = await ctx.EnsureDefaultImageAsync(CancellationToken.None).ConfigureAwait(false) };
+            }
+
+            var supervisor = ctx.CreateSupervisor(parse.GetValue(startTimeout) is { } st ? Duration.Parse(st) : null);
+            using var stop = new CancellationTokenSource();
+            using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Forward);
+            using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Forward);
+            var record = await supervisor.RunAsync(request, new ContainerIo(Console.OpenStandardOutput(), Console.OpenStandardError()), new ResultWriter(resultPath), stop.Token).ConfigureAwait(false);
+            return record.ExitCode;
+
+            void Forward(PosixSignalContext context)
+            {
+                // The container is told to stop (SIGTERM, SIGKILL after a grace); Corral waits for it.
+                context.Cancel = true;
+                stop.Cancel();
+            }
+        });
+        return run;
+    }
+
+    private static long ParseMemory(string text)
+    {
+        if (!ByteSize.TryParse(text, out var bytes, out var error))
+        {
+            throw new CorralException(error.Replace("invalid size", "invalid --memory", StringComparison.Ordinal));
+        }
+
+        return bytes;
+    }
+
+    private static double ParseCpus(string text)
+    {
+        if (!double.TryParse(text, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var cpus) || cpus <= 0)
+        {
+            throw new CorralException($"invalid --cpus '{text}': expected a positive number of cores, e.g. 0.5 or 2");
+        }
+
+        return cpus;
+    }
+
+    private static long ParsePids(string text)
+    {
+        if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var pids) || pids < 1)
+        {
+            throw new CorralException($"invalid --pids '{text}': expected a whole number of at least 1");
+        }
+
+        return pids;
+    }
+
+    private static KeyValuePair<string, string> ParseEnv(string text)
+    {
+        var eq = text.IndexOf('=', StringComparison.Ordinal);
+        if (eq <= 0)
+        {
+            throw new CorralException($"invalid --env '{text}': expected KEY=VALUE");
+        }
+
+        return new(text[..eq], text[(eq + 1)..]);
+    }
+
+    /// <summary>Writes the exit record atomically the moment it exists, before cleanup.</summary>
+    private sealed class ResultWriter(string? path) : IContainerObserver
+    {
+        public void OnExited(ExitRecord record)
+        {
+            if (path is null)
+            {
+                return;
+            }
+
+            var temp = path + ".tmp";
+            File.WriteAllText(temp, JsonSerializer.Serialize(record, SupervisionJsonContext.Default.ExitRecord));
+            File.Move(temp, path, overwrite: true);
+        }
+    }
+}

@@ -1,0 +1,109 @@
+using System.Diagnostics;
+using Corral.Images;
+
+namespace Corral.IntegrationTests.Infrastructure;
+
+/// <summary>What the tests need from the host: the default image, runtimes, and leak checks.</summary>
+public static class TestHost
+{
+    public const string StateDir = "/run/corral";
+    public const string RuncRoot = "/run/corral/runc";
+    public const string RunscRoot = "/run/corral/runsc";
+
+    private static readonly Lazy<Task<string>> Image = new(() => new DefaultImage("/var/lib/corral").EnsureAsync());
+
+    public static Task<string> RootfsAsync() => Image.Value;
+
+    public static bool InCi => string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
+
+    public static string NewId(string prefix) => $"t-{prefix}-{Guid.NewGuid().ToString("N")[..8]}";
+
+    /// <summary>Everything that would show a container was left behind, as readable lines (empty when clean).</summary>
+    public static async Task<IReadOnlyList<string>> LeaksAsync(string id)
+    {
+        var leaks = new List<string>();
+        if (await ListAsync("runc", RuncRoot) is { } runc && runc.Contains(id, StringComparison.Ordinal))
+        {
+            leaks.Add($"runc list shows {id}");
+        }
+
+        if (await ListAsync("runsc", RunscRoot) is { } runsc && runsc.Contains(id, StringComparison.Ordinal))
+        {
+            leaks.Add($"runsc list shows {id}");
+        }
+
+        foreach (var path in new[] { Path.Combine(StateDir, "bundles", id), Path.Combine(StateDir, "containers", id + ".json") })
+        {
+            if (Path.Exists(path))
+            {
+                leaks.Add($"{path} exists");
+            }
+        }
+
+        foreach (var root in new[] { RuncRoot, RunscRoot })
+        {
+            if (Directory.Exists(root) && Directory.EnumerateFileSystemEntries(root, id + "*").Any())
+            {
+                leaks.Add($"runtime state for {id} under {root}");
+            }
+        }
+
+        foreach (var cgroup in CgroupDirs(id).Where(Directory.Exists))
+        {
+            leaks.Add($"cgroup {cgroup} exists");
+        }
+
+        if (File.ReadAllText("/proc/self/mountinfo").Contains(id, StringComparison.Ordinal))
+        {
+            leaks.Add($"a mount mentions {id}");
+        }
+
+        foreach (var proc in Directory.EnumerateDirectories("/proc").Where(d => int.TryParse(Path.GetFileName(d), out _)))
+        {
+            try
+            {
+                var cmdline = File.ReadAllText(Path.Combine(proc, "cmdline")).Replace('\0', ' ');
+                if (cmdline.Contains(id, StringComparison.Ordinal) && !cmdline.Contains("Corral.IntegrationTests", StringComparison.Ordinal))
+                {
+                    leaks.Add($"process {Path.GetFileName(proc)} still runs: {cmdline.Trim()}");
+                }
+            }
+            catch (IOException)
+            {
+                // The process ended while we looked.
+            }
+        }
+
+        return leaks;
+    }
+
+    public static IEnumerable<string> CgroupDirs(string id)
+    {
+        yield return $"/sys/fs/cgroup/corral/{id}";
+        foreach (var controller in new[] { "memory", "cpu", "cpuacct", "pids" })
+        {
+            yield return $"/sys/fs/cgroup/{controller}/corral/{id}";
+        }
+    }
+
+    private static async Task<string?> ListAsync(string binary, string root)
+    {
+        try
+        {
+            var info = new ProcessStartInfo(binary) { RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (var a in new[] { "--root", root, "list" })
+            {
+                info.ArgumentList.Add(a);
+            }
+
+            using var process = Process.Start(info)!;
+            var output = await process.StandardOutput.ReadToEndAsync();
+            await process.WaitForExitAsync();
+            return output;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return null;
+        }
+    }
+}
