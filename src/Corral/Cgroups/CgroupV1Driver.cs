@@ -28,6 +28,14 @@ internal sealed class CgroupV1Driver(
     public const string DefaultParent = "corral";
     public const long CpuPeriodMicros = 100_000;
 
+    /// <summary>
+    /// memsw is set one page above the memory limit, not equal to it: swap stays off all the same, but
+    /// the memory counter, not memsw, is the one that hits its limit. Measured on kernel 6.18: with equal
+    /// limits the kernel fails the memsw charge first and neither memory.failcnt nor memory.memsw.failcnt
+    /// ever grows, which would blind the livelock rule (and MemoryLimitHits) on v1.
+    /// </summary>
+    public const long MemswHeadroomBytes = 4096;
+
     private readonly IProcessSignaller _signaller = signaller ?? SystemProcessSignaller.Instance;
 
     public CgroupVersion Version => CgroupVersion.V1;
@@ -143,6 +151,7 @@ internal sealed class CgroupV1Driver(
             }
 
             var value = CgroupFiles.Format(memory);
+            var memswValue = CgroupFiles.Format(memory + MemswHeadroomBytes);
 
             // memsw (memory+swap) may never be below the memory limit: raise it first, lower it last.
             var raisingMemsw = hasMemsw
@@ -150,13 +159,13 @@ internal sealed class CgroupV1Driver(
                 && memory > currentMemsw;
             if (raisingMemsw)
             {
-                fs.WriteAllText(memswFile, value);
+                fs.WriteAllText(memswFile, memswValue);
             }
 
             fs.WriteAllText(memoryFile, value);
             if (hasMemsw && !raisingMemsw)
             {
-                fs.WriteAllText(memswFile, value); // same value: no swap
+                fs.WriteAllText(memswFile, memswValue);
             }
         }
         else if (reused)
@@ -183,6 +192,14 @@ internal sealed class CgroupV1Driver(
     }
 
     private static string OneLine(string text) => text.ReplaceLineEndings(" ");
+
+    /// <summary>
+    /// memory.failcnt plus memory.memsw.failcnt: with memsw set to the memory limit (swap off) the kernel
+    /// charges memsw first, so it is memsw's counter that climbs when the limit is hit.
+    /// </summary>
+    internal static long ReadLimitHits(ICgroupFileSystem fs, string memoryDir) =>
+        (CgroupFiles.ReadLongIfExists(fs, Path.Combine(memoryDir, "memory.failcnt")) ?? 0)
+        + (CgroupFiles.ReadLongIfExists(fs, Path.Combine(memoryDir, "memory.memsw.failcnt")) ?? 0);
 
     /// <summary>Sum of oom_kill over the cgroup and its children: on v1 the kernel counts a kill only in the victim's own cgroup.</summary>
     internal static long ReadOomKills(ICgroupFileSystem fs, string memoryDir)
@@ -250,7 +267,7 @@ internal sealed class CgroupV1ContainerCgroup(
                 ? CgroupFiles.ParseLimit(fs.ReadAllText(Path.Combine(paths.Pids, "pids.max")), paths.Pids)
                 : null,
             OomKills = CgroupV1Driver.ReadOomKills(fs, mem),
-            MemoryLimitHits = CgroupFiles.ReadLongIfExists(fs, Path.Combine(mem, "memory.failcnt")) ?? 0,
+            MemoryLimitHits = CgroupV1Driver.ReadLimitHits(fs, mem),
         };
     }
 

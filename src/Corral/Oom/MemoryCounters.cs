@@ -11,12 +11,12 @@ internal interface IMemoryCounters
     MemorySample Read();
 }
 
-/// <summary>v1: oom_kill of memory.oom_control (summed over children), memory.failcnt, memory.usage_in_bytes.</summary>
+/// <summary>v1: oom_kill of memory.oom_control (summed over children), failcnt of memory and memsw, memory.usage_in_bytes.</summary>
 internal sealed class CgroupV1MemoryCounters(ICgroupFileSystem fs, string memoryDirectory) : IMemoryCounters
 {
     public MemorySample Read() => new(
         CgroupV1Driver.ReadOomKills(fs, memoryDirectory),
-        CgroupFiles.ReadLong(fs, Path.Combine(memoryDirectory, "memory.failcnt")),
+        CgroupV1Driver.ReadLimitHits(fs, memoryDirectory),
         CgroupFiles.ReadLong(fs, Path.Combine(memoryDirectory, "memory.usage_in_bytes")));
 }
 
