@@ -40,12 +40,17 @@ public static class TestHost
             }
         }
 
-        foreach (var root in new[] { RuncRoot, RunscRoot })
+        // runsc keeps <id>_sandbox:<id>.state and .lock; a `runsc list` running while a container
+        // is deleted (anyone's, e.g. a benchmark next door) re-creates an empty .lock of it, which
+        // no runsc command shows or uses: the state files and runc's directory are what count.
+        if (Directory.Exists(RunscRoot) && Directory.EnumerateFiles(RunscRoot, id + "_sandbox:*.state").Any())
         {
-            if (Directory.Exists(root) && Directory.EnumerateFileSystemEntries(root, id + "*").Any())
-            {
-                leaks.Add($"runtime state for {id} under {root}");
-            }
+            leaks.Add($"runsc state for {id} under {RunscRoot}");
+        }
+
+        if (Directory.Exists(Path.Combine(RuncRoot, id)))
+        {
+            leaks.Add($"runc state for {id} under {RuncRoot}");
         }
 
         foreach (var cgroup in CgroupDirs(id).Where(Directory.Exists))

@@ -194,6 +194,7 @@ public sealed class ExitDetectionTests
         result.Stderr.Trim().ShouldEndWith("corral: the gvisor runtime did not start the workload within 3s");
         result.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(30));
         (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
+        Directory.EnumerateFiles(TestHost.RunscRoot, id + "*").ShouldBeEmpty("runsc left a lock file of a sandbox that never started; Corral removes it");
     }
 
     [Fact]
