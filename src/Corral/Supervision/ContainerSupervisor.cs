@@ -208,6 +208,11 @@ public sealed class ContainerSupervisor(
             throw new CorralException($"runtime binary '{binary}' for {runtime.Name} not found; install it (apt-get install {(runtime.Kind == RuntimeKind.Runc ? "runc" : "runsc")}) or set its path");
         }
 
+        if (request.Gpu)
+        {
+            _ = GpuDevices.Discover();
+        }
+
         var path = request.Env.LastOrDefault(kv => kv.Key == "PATH").Value ?? SpecBuilder.DefaultPath;
         if (RootfsResolver.FindExecutable(rootfs, request.Command[0], path) is null)
         {
@@ -263,6 +268,7 @@ public sealed class ContainerSupervisor(
             Workdir = request.Workdir ?? "/",
             Hostname = run.Id.Length <= 63 ? run.Id : "corral",
             CgroupsPath = runtime.LaunchesInsideCgroup ? null : run.Cgroup?.RuntimeCgroupsPath,
+            Devices = request.Gpu ? GpuDevices.Discover() : [],
         });
         await File.WriteAllTextAsync(Path.Combine(run.BundleDir, "config.json"), SpecBuilder.ToJson(spec), cancellationToken).ConfigureAwait(false);
 
