@@ -107,6 +107,21 @@ public sealed class ExitDetectionTests
 
     [Theory]
     [MemberData(nameof(Runtimes))]
+    public async Task InterruptingCorralRunStopsTheContainerAndCleansUp(string runtime)
+    {
+        var id = TestHost.NewId("sigint");
+        var script = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda s, f: sys.exit(128 + s))\nprint('ready', flush=True)\ntime.sleep(60)";
+        var (running, watch) = await StartDetachedAsync(runtime, id, "python3", "-c", script);
+
+        Interop.Kill(running.Id, 2);
+        var result = await CorralProcess.CollectAsync(running, watch, TimeSpan.FromSeconds(60));
+
+        result.ExitCode.ShouldBe(143, result.Stderr);
+        (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
+    }
+
+    [Theory]
+    [MemberData(nameof(Runtimes))]
     public async Task ChildOutlivingPid1DoesNotHoldTheExit(string runtime)
     {
         var run = await RunAsync(runtime, "sh", "-c", "sleep 1000 & python3 -c \"import time; print('T=%.6f' % time.time())\"; exit 3");
@@ -280,6 +295,14 @@ public sealed class ExitDetectionTests
         ready.ShouldBe("ready");
         return (process, watch);
     }
+}
+
+internal static partial class Interop
+{
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "kill")]
+    private static partial int KillNative(int pid, int signal);
+
+    public static void Kill(int pid, int signal) => KillNative(pid, signal).ShouldBe(0);
 }
 
 public sealed record RunOutcome(string Id, CorralResult Result, JsonDocument? Record, byte[]? RawStdout);
