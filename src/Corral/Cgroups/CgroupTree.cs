@@ -35,6 +35,30 @@ internal static class CgroupTree
         }
     }
 
+    /// <summary>
+    /// Creates <paramref name="dir"/> (recorded in <paramref name="created"/> for rollback), or reuses an
+    /// empty leftover of the same name; one that still holds processes belongs to someone: refused.
+    /// </summary>
+    /// <returns>True when an existing directory was reused.</returns>
+    public static bool CreateOrReuse(ICgroupFileSystem fs, string dir, List<string> created)
+    {
+        if (!fs.DirectoryExists(dir))
+        {
+            fs.CreateDirectory(dir);
+            created.Add(dir);
+            return false;
+        }
+
+        var pids = new HashSet<int>();
+        AddProcesses(fs, dir, pids);
+        if (pids.Count > 0)
+        {
+            throw new CorralException($"cgroup {dir} already exists and holds {pids.Count} process(es)");
+        }
+
+        return true;
+    }
+
     public static void AddProcesses(ICgroupFileSystem fs, string dir, ISet<int> into)
     {
         foreach (var cgroup in DescendantsBottomUp(fs, dir))

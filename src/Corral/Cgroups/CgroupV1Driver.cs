@@ -63,22 +63,7 @@ internal sealed class CgroupV1Driver(
             foreach (var dir in paths.Directories)
             {
                 fs.CreateDirectory(Path.GetDirectoryName(dir)!); // Corral's shared parent: kept
-                if (fs.DirectoryExists(dir))
-                {
-                    var pids = new HashSet<int>();
-                    CgroupTree.AddProcesses(fs, dir, pids);
-                    if (pids.Count > 0)
-                    {
-                        throw new CorralException($"cgroup {dir} already exists and holds {pids.Count} process(es)");
-                    }
-
-                    reused = true;
-                }
-                else
-                {
-                    fs.CreateDirectory(dir);
-                    created.Add(dir);
-                }
+                reused |= CgroupTree.CreateOrReuse(fs, dir, created);
             }
 
             ApplyLimits(paths, limits, reused);

@@ -45,23 +45,7 @@ internal sealed class CgroupV2Driver(
             fs.CreateDirectory(parent); // Corral's shared parent: kept
             EnableControllers(parent, controllers);
 
-            var reused = false;
-            if (fs.DirectoryExists(dir))
-            {
-                var pids = new HashSet<int>();
-                CgroupTree.AddProcesses(fs, dir, pids);
-                if (pids.Count > 0)
-                {
-                    throw new CorralException($"cgroup {dir} already exists and holds {pids.Count} process(es)");
-                }
-
-                reused = true;
-            }
-            else
-            {
-                fs.CreateDirectory(dir);
-                created.Add(dir);
-            }
+            var reused = CgroupTree.CreateOrReuse(fs, dir, created);
 
             ApplyLimits(dir, limits, reused);
             EnableControllers(dir, controllers);
