@@ -33,6 +33,7 @@ internal static class CorralCli
         root.Add(PsCommand());
         root.Add(StatsCommand());
         root.Add(PrepareCommand());
+        root.Add(SpecCommand());
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
@@ -194,6 +195,23 @@ internal static class CorralCli
             var ctx = Context(parse);
             var path = await ctx.EnsureDefaultImageAsync(ct).ConfigureAwait(false);
             Console.WriteLine(path);
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command SpecCommand()
+    {
+        var rootfs = new Option<string>("--rootfs") { Description = "Root filesystem directory", Required = true };
+        var cmd = new Argument<string[]>("CMD") { Description = "Command and arguments, after --", Arity = ArgumentArity.OneOrMore };
+        var command = new Command("spec", "Print the OCI config.json Corral would run CMD with (for comparing with the bare runtime)") { rootfs, cmd };
+        command.SetAction(parse =>
+        {
+            Console.WriteLine(Oci.SpecBuilder.ToJson(Oci.SpecBuilder.Build(new Oci.SpecInput
+            {
+                RootfsPath = Path.GetFullPath(parse.GetValue(rootfs)!),
+                Args = parse.GetValue(cmd)!,
+            })));
             return 0;
         });
         return command;

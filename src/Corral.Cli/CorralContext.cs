@@ -23,14 +23,11 @@ internal sealed record CorralContext(string StateDir, string DataDir, LogLevel L
         })
         .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
 
-    public ContainerSupervisor CreateSupervisor(TimeSpan? startTimeout = null)
-    {
-        var options = new SupervisorOptions { StateDir = StateDir };
-        if (startTimeout is { } start)
-        {
-            options.StartTimeout = start;
-        }
+    public SupervisorOptions SupervisorOptions() => new() { StateDir = StateDir };
 
+    public ContainerSupervisor CreateSupervisor(SupervisorOptions? options = null)
+    {
+        options ??= SupervisorOptions();
         ICgroupDriver? driver = null; // TODO-MERGE CgroupDetector.Detect(new RealCgroupFileSystem(), Loggers);
         return new ContainerSupervisor(
             options,

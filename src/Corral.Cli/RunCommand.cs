@@ -25,11 +25,12 @@ internal static class RunCommand
         var memory = new Option<string>("--memory", "-m") { Description = "Memory limit, enforced by the kernel (e.g. 64Mi, 1Gi, 512M)" };
         var cpus = new Option<string>("--cpus") { Description = "CPU limit in cores, fractional allowed (e.g. 0.5)" };
         var pids = new Option<string>("--pids") { Description = "Maximum number of processes" };
+        var allowance = new Option<string>("--gvisor-memory-allowance") { Description = "Memory added to --memory for gVisor's own sandbox processes (default 24Mi)" };
         var gpu = new Option<bool>("--gpu") { Description = "Give the container the host's NVIDIA GPUs (gVisor: nvproxy)" };
         var command = new Argument<string[]>("CMD") { Description = "Command and arguments, after --", Arity = ArgumentArity.ZeroOrMore };
         var run = new Command("run", "Run a command in a new container and exit with its exit code")
         {
-            runtime, rootfs, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, gpu, command,
+            runtime, rootfs, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, gpu, command,
         };
 
         run.SetAction(async (parse, _) =>
@@ -84,7 +85,18 @@ internal static class RunCommand
                 request = request with { Rootfs = await ctx.EnsureDefaultImageAsync(CancellationToken.None).ConfigureAwait(false) };
             }
 
-            var supervisor = ctx.CreateSupervisor(parse.GetValue(startTimeout) is { } st ? Duration.Parse(st) : null);
+            var options = ctx.SupervisorOptions();
+            if (parse.GetValue(startTimeout) is { } st)
+            {
+                options.StartTimeout = Duration.Parse(st);
+            }
+
+            if (parse.GetValue(allowance) is { } extra)
+            {
+                options.GvisorMemoryAllowanceBytes = extra == "0" ? 0 : ParseMemory(extra);
+            }
+
+            var supervisor = ctx.CreateSupervisor(options);
             using var stop = new CancellationTokenSource();
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Forward);
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Forward);

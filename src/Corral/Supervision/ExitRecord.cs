@@ -44,6 +44,10 @@ public sealed record ExitRecord
     /// <summary>"cgroup", "process-tree" or null when no memory limit was set.</summary>
     public string? OomStrategy { get; init; }
 
+    /// <summary>Every OOM event in the order the watcher reported it, all before the exit.</summary>
+    public IReadOnlyList<OomEventRecord> OomEvents { get; init; } = [];
+
+    /// <summary>The memory limit the user asked for (gVisor's cgroup adds the runtime allowance on top).</summary>
     public long? MemoryLimitBytes { get; init; }
 
     public long? PeakMemoryBytes { get; init; }
@@ -55,6 +59,9 @@ public sealed record ExitRecord
 
     public string StderrTail { get; init; } = string.Empty;
 }
+
+/// <summary>One OOM event as the exit record keeps it.</summary>
+public sealed record OomEventRecord(string Kind, DateTimeOffset At, long OomKills, string Detail);
 
 [JsonSourceGenerationOptions(
     PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,

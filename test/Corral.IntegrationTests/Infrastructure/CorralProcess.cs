@@ -11,18 +11,18 @@ public static class CorralProcess
 {
     public static string RepoRoot { get; } = FindRepoRoot();
 
-    public static string CliDll => Path.Combine(RepoRoot, ".build", "cli", "Corral.Cli.dll");
+    /// <summary>The native binary ./corral builds and runs.</summary>
+    public static string Cli => Path.Combine(RepoRoot, ".build", "cli", "Corral.Cli");
 
     public static Process Start(IEnumerable<string> args)
     {
-        var info = new ProcessStartInfo("dotnet")
+        var info = new ProcessStartInfo(Cli)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
-        info.ArgumentList.Add(CliDll);
         foreach (var arg in args)
         {
             info.ArgumentList.Add(arg);

@@ -1,0 +1,125 @@
+using System.Globalization;
+using Corral.Common;
+using Microsoft.Extensions.Logging;
+
+namespace Corral.Cgroups;
+
+/// <summary>What v1 and v2 container cgroups share: walking, killing and removing a cgroup subtree.</summary>
+internal static class CgroupTree
+{
+    private static readonly TimeSpan KillPause = TimeSpan.FromMilliseconds(20);
+    private const int KillRounds = 100; // ~2 s of 20 ms pauses
+    private static readonly TimeSpan RmdirPause = TimeSpan.FromMilliseconds(50);
+    private const int RmdirAttempts = 20; // ~1 s: an exiting process can keep a cgroup busy briefly
+
+    /// <summary>The directory and every descendant, deepest first.</summary>
+    public static List<string> DescendantsBottomUp(ICgroupFileSystem fs, string dir)
+    {
+        var result = new List<string>();
+        Walk(dir);
+        return result;
+
+        void Walk(string current)
+        {
+            if (!fs.DirectoryExists(current))
+            {
+                return;
+            }
+
+            foreach (var child in fs.EnumerateDirectories(current).ToList())
+            {
+                Walk(child);
+            }
+
+            result.Add(current);
+        }
+    }
+
+    public static void AddProcesses(ICgroupFileSystem fs, string dir, ISet<int> into)
+    {
+        foreach (var cgroup in DescendantsBottomUp(fs, dir))
+        {
+            var procs = Path.Combine(cgroup, "cgroup.procs");
+            string text;
+            try
+            {
+                text = fs.ReadAllText(procs);
+            }
+            catch (IOException)
+            {
+                continue; // removed while walking
+            }
+
+            foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                if (int.TryParse(line, NumberStyles.Integer, CultureInfo.InvariantCulture, out var pid))
+                {
+                    into.Add(pid);
+                }
+            }
+        }
+    }
+
+    /// <summary>SIGKILLs every pid, again and again, until none is left or about 2 s passed.</summary>
+    public static bool KillUntilEmpty(Func<IReadOnlyList<int>> list, IProcessSignaller signaller, Action? beforeRound = null)
+    {
+        for (var round = 0; round < KillRounds; round++)
+        {
+            var pids = list();
+            if (pids.Count == 0)
+            {
+                return true;
+            }
+
+            beforeRound?.Invoke();
+            foreach (var pid in pids)
+            {
+                signaller.Kill(pid);
+            }
+
+            signaller.Pause(KillPause);
+        }
+
+        return list().Count == 0;
+    }
+
+    /// <summary>rmdir every descendant bottom-up, then the directory itself, retrying while the kernel says busy.</summary>
+    public static void RemoveTree(ICgroupFileSystem fs, string dir, IProcessSignaller signaller, ILogger logger, List<string> failures)
+    {
+        foreach (var cgroup in DescendantsBottomUp(fs, dir))
+        {
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    fs.DeleteDirectory(cgroup);
+                    break;
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    if (!fs.DirectoryExists(cgroup))
+                    {
+                        break;
+                    }
+
+                    if (attempt >= RmdirAttempts)
+                    {
+                        logger.CgroupRemoveFailed(cgroup, ex.Message);
+                        failures.Add($"{cgroup}: {ex.Message}");
+                        break;
+                    }
+
+                    signaller.Pause(RmdirPause);
+                }
+            }
+        }
+    }
+
+    public static void ThrowIfFailures(string containerId, List<string> failures)
+    {
+        if (failures.Count > 0)
+        {
+            throw new CorralException($"could not remove cgroup of container {containerId}: {string.Join("; ", failures)}");
+        }
+    }
+}

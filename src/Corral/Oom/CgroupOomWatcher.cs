@@ -1,0 +1,317 @@
+using Corral.Cgroups;
+using Microsoft.Extensions.Logging;
+
+namespace Corral.Oom;
+
+/// <summary>
+/// Watches a container cgroup's own memory counters, driven by kernel notifications (inotify on
+/// memory.events for v2, eventfds through cgroup.event_control for v1): a quiet container costs no timer.
+/// Also ends the livelock the kernel can fall into at the limit (thrashing, no OOM kill): a sampling
+/// timer runs only while usage sits near the limit.
+/// </summary>
+/// <remarks>The event callback runs under the watcher's lock: it must not wait for another thread that calls <see cref="Stop"/>.</remarks>
+internal sealed class CgroupOomWatcher : IOomWatcher
+{
+    private static readonly TimeSpan RecheckInterval = TimeSpan.FromMilliseconds(25);
+    private const int RecheckRounds = 8; // a kill lands within ~200 ms of the v1 OOM notification, or not at all
+
+    private readonly string _containerId;
+    private readonly IMemoryCounters _counters;
+    private readonly ICgroupEventSource _source;
+    private readonly long _limitBytes;
+    private readonly long _armBytes;
+    private readonly OomOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly string _versionName;
+    private readonly Lock _gate = new();
+
+    private Action<OomEvent>? _onEvent;
+    private IDisposable? _subscription;
+    private bool _started;
+    private bool _stopped;
+    private OomSummary? _summary;
+
+    private long _baseKills;
+    private long _reportedKills;
+    private bool _livelockFired;
+
+    private ITimer? _recheckTimer;
+    private int _recheckLeft;
+
+    private ITimer? _sampleTimer;
+    private long _prevTimestamp;
+    private long _prevHits;
+    private long _prevKills;
+    private long? _thrashSince;
+
+    public CgroupOomWatcher(
+        string containerId,
+        CgroupVersion version,
+        IMemoryCounters counters,
+        ICgroupEventSource source,
+        long limitBytes,
+        OomOptions options,
+        TimeProvider time,
+        ILogger logger)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(limitBytes);
+        _containerId = containerId;
+        _versionName = version.ToString();
+        _counters = counters;
+        _source = source;
+        _limitBytes = limitBytes;
+        _armBytes = ArmThreshold(limitBytes, options);
+        _options = options;
+        _time = time;
+        _logger = logger;
+    }
+
+    public OomStrategy Strategy => OomStrategy.Cgroup;
+
+    public static long ArmThreshold(long limitBytes, OomOptions options) =>
+        (long)Math.Floor(limitBytes * options.LivelockUsageFraction);
+
+    public void Start(Action<OomEvent> onEvent)
+    {
+        ArgumentNullException.ThrowIfNull(onEvent);
+        lock (_gate)
+        {
+            if (_started)
+            {
+                throw new InvalidOperationException("OOM watcher already started");
+            }
+
+            _started = true;
+            _onEvent = onEvent;
+
+            // Baseline before subscribing: a kill between the two is then reported, never absorbed.
+            var baseline = _counters.Read();
+            _baseKills = baseline.OomKills;
+        }
+
+        var subscription = _source.Subscribe(OnNotification);
+        lock (_gate)
+        {
+            if (_stopped)
+            {
+                subscription.Dispose();
+                return;
+            }
+
+            _subscription = subscription;
+            _logger.CgroupWatcherStarted(_containerId, _limitBytes / (1024 * 1024), Strategy, _versionName);
+            Evaluate(CgroupNotification.EventsModified);
+        }
+    }
+
+    public OomSummary Stop()
+    {
+        IDisposable? subscription;
+        lock (_gate)
+        {
+            if (_summary is not null)
+            {
+                return _summary;
+            }
+
+            if (!_started)
+            {
+                _stopped = true;
+                return _summary = OomSummary.None;
+            }
+
+            subscription = _subscription;
+            _subscription = null;
+        }
+
+        // Outside the lock: disposing waits for a notification in flight, which takes the lock itself.
+        subscription?.Dispose();
+
+        lock (_gate)
+        {
+            if (_summary is not null)
+            {
+                return _summary;
+            }
+
+            _stopped = true;
+            DisposeTimer(ref _recheckTimer);
+            DisposeTimer(ref _sampleTimer);
+            if (TryRead(out var sample))
+            {
+                ReportKills(sample);
+            }
+
+            _summary = new OomSummary(_reportedKills, _livelockFired, false);
+            _logger.WatcherStopped(_containerId, _summary.OomKills, _summary.Livelock, _summary.Likely);
+            return _summary;
+        }
+    }
+
+    public void Dispose() => Stop();
+
+    private void OnNotification(CgroupNotification kind)
+    {
+        lock (_gate)
+        {
+            if (!_stopped)
+            {
+                Evaluate(kind);
+            }
+        }
+    }
+
+    private void Evaluate(CgroupNotification kind)
+    {
+        if (!TryRead(out var sample))
+        {
+            return;
+        }
+
+        var killed = ReportKills(sample);
+        if (kind == CgroupNotification.Oom && !killed && _recheckTimer is null)
+        {
+            _recheckLeft = RecheckRounds;
+            _recheckTimer = _time.CreateTimer(_ => OnRecheck(), null, RecheckInterval, RecheckInterval);
+        }
+
+        MaybeArm(sample);
+    }
+
+    private void OnRecheck()
+    {
+        lock (_gate)
+        {
+            if (_stopped || _recheckTimer is null)
+            {
+                return;
+            }
+
+            var done = --_recheckLeft <= 0;
+            if (TryRead(out var sample))
+            {
+                done |= ReportKills(sample);
+                MaybeArm(sample);
+            }
+
+            if (done)
+            {
+                DisposeTimer(ref _recheckTimer);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Arms the livelock sampling when usage is near the limit. The read that gets here follows a v1 usage
+    /// threshold event or, on v2, a change of memory.events (growth of "max" when the limit is hit).
+    /// </summary>
+    private void MaybeArm(MemorySample sample)
+    {
+        if (_sampleTimer is not null || _livelockFired || sample.UsageBytes < _armBytes)
+        {
+            return;
+        }
+
+        _prevTimestamp = _time.GetTimestamp();
+        _prevHits = sample.LimitHits;
+        _prevKills = sample.OomKills;
+        _thrashSince = null;
+        _sampleTimer = _time.CreateTimer(_ => OnSample(), null, _options.LivelockSampleInterval, _options.LivelockSampleInterval);
+        _logger.LivelockArmed(_containerId, sample.UsageBytes, _armBytes);
+    }
+
+    private void OnSample()
+    {
+        lock (_gate)
+        {
+            if (_stopped || _sampleTimer is null || !TryRead(out var sample))
+            {
+                return;
+            }
+
+            ReportKills(sample);
+            var now = _time.GetTimestamp();
+            if (sample.UsageBytes < _armBytes)
+            {
+                DisposeTimer(ref _sampleTimer);
+                _logger.LivelockDisarmed(_containerId, sample.UsageBytes);
+                return;
+            }
+
+            var seconds = _time.GetElapsedTime(_prevTimestamp, now).TotalSeconds;
+            var rate = seconds > 0 ? (sample.LimitHits - _prevHits) / seconds : 0;
+            var killed = sample.OomKills > _prevKills;
+            if (rate >= _options.LivelockHitsPerSecond && !killed)
+            {
+                _thrashSince ??= _prevTimestamp;
+                var thrashing = _time.GetElapsedTime(_thrashSince.Value, now);
+                if (thrashing >= _options.LivelockDuration)
+                {
+                    _livelockFired = true;
+                    DisposeTimer(ref _sampleTimer);
+                    _logger.LivelockDetected(_containerId, Math.Round(rate), (long)thrashing.TotalMilliseconds, sample.UsageBytes);
+                    Publish(new OomEvent(
+                        OomEventKind.Livelock,
+                        _time.GetUtcNow(),
+                        _reportedKills,
+                        sample.UsageBytes,
+                        $"memory limit hit {rate:F0}/s for {thrashing.TotalSeconds:F1}s at {sample.UsageBytes} of {_limitBytes} bytes with no OOM kill"));
+                    return;
+                }
+            }
+            else
+            {
+                _thrashSince = null;
+            }
+
+            _prevTimestamp = now;
+            _prevHits = sample.LimitHits;
+            _prevKills = sample.OomKills;
+        }
+    }
+
+    /// <summary>Publishes one Kill event for any growth of oom_kill since the last report; true when it grew.</summary>
+    private bool ReportKills(MemorySample sample)
+    {
+        var kills = sample.OomKills - _baseKills;
+        if (kills <= _reportedKills)
+        {
+            return false;
+        }
+
+        var added = kills - _reportedKills;
+        _reportedKills = kills;
+        _logger.OomKillSeen(_containerId, kills, sample.UsageBytes);
+        Publish(new OomEvent(
+            OomEventKind.Kill,
+            _time.GetUtcNow(),
+            kills,
+            sample.UsageBytes,
+            $"kernel OOM killer killed {added} process(es) in the container's cgroup ({kills} in total), memory limit {_limitBytes} bytes"));
+        return true;
+    }
+
+    private void Publish(OomEvent oomEvent) => _onEvent?.Invoke(oomEvent);
+
+    private bool TryRead(out MemorySample sample)
+    {
+        try
+        {
+            sample = _counters.Read();
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException)
+        {
+            _logger.CounterReadFailed(_containerId, ex.Message);
+            sample = default;
+            return false;
+        }
+    }
+
+    private static void DisposeTimer(ref ITimer? timer)
+    {
+        timer?.Dispose();
+        timer = null;
+    }
+}

@@ -1,0 +1,216 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Corral.IntegrationTests.Infrastructure;
+using Corral.IntegrationTests.Supervision;
+using Shouldly;
+using Xunit;
+
+namespace Corral.IntegrationTests.Oom;
+
+/// <summary>Real kernel OOM kills, through the real CLI, on both runtimes, with the exact record.</summary>
+public sealed class OomEndToEndTests
+{
+    private const string Allocate300Mb = "b = b'\\x01' * (300 << 20); print('survived')";
+
+    public static TheoryData<string> Runtimes => new() { "runc", "gvisor" };
+
+    [Theory]
+    [MemberData(nameof(Runtimes))]
+    public async Task Pid1OverTheLimitIsOomKilled(string runtime)
+    {
+        var run = await ExitDetectionTests.RunAsync(runtime, ["--memory", "64Mi"], "python3", "-c", Allocate300Mb);
+
+        run.Result.ExitCode.ShouldBe(137, run.Result.Stderr);
+        run.Result.Stdout.ShouldNotContain("survived");
+        var record = run.Record!.RootElement;
+        record.GetProperty("oomKilled").GetBoolean().ShouldBeTrue();
+        record.GetProperty("oomReason").GetString().ShouldBe("kernel");
+        record.GetProperty("oomKills").GetInt64().ShouldBeGreaterThanOrEqualTo(1);
+        record.GetProperty("oomStrategy").GetString().ShouldBe("cgroup");
+        record.GetProperty("memoryLimitBytes").GetInt64().ShouldBe(64L << 20);
+        record.GetProperty("signal").GetString().ShouldBe("SIGKILL");
+        record.GetProperty("peakMemoryBytes").GetInt64().ShouldBeGreaterThan(32L << 20);
+        FirstOomEventAt(record).ShouldNotBeNull().ShouldBeLessThanOrEqualTo(record.GetProperty("exitedAt").GetDateTimeOffset());
+        run.Result.Stderr.ShouldContain("OOM kill");
+        (await TestHost.LeaksAsync(run.Id)).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task ChildOomKilledWhilePid1LivesOnIsReportedWhileItRuns()
+    {
+        var script = "import subprocess, sys, time\n" +
+                     $"r = subprocess.run([sys.executable, '-c', \"{Allocate300Mb}\"])\n" +
+                     "print('child exited', r.returncode, flush=True)\ntime.sleep(1.5)\nsys.exit(0)";
+        var run = await ExitDetectionTests.RunAsync("runc", ["--memory", "64Mi"], "python3", "-c", script);
+
+        run.Result.ExitCode.ShouldBe(0, run.Result.Stderr);
+        run.Result.Stdout.ShouldContain("child exited -9");
+        var record = run.Record!.RootElement;
+        record.GetProperty("oomKilled").GetBoolean().ShouldBeFalse();
+        record.GetProperty("oomKills").GetInt64().ShouldBeGreaterThanOrEqualTo(1);
+        var oomAt = FirstOomEventAt(record).ShouldNotBeNull();
+        (record.GetProperty("exitedAt").GetDateTimeOffset() - oomAt).ShouldBeGreaterThan(TimeSpan.FromSeconds(1), "the OOM event comes while PID 1 still runs");
+        (await TestHost.LeaksAsync(run.Id)).ShouldBeEmpty();
+    }
+
+    [Theory]
+    [MemberData(nameof(Runtimes))]
+    public async Task SteadyUseAtNinetyPercentIsNotReported(string runtime)
+    {
+        // 90 % of 128Mi held for 4 s: the seed's 95 %-of-RSS poller would flag it under gVisor,
+        // whose own footprint counts; the kernel does not kill, so Corral reports nothing.
+        var script = "import time\nb = b'\\x01' * int(0.9 * (128 << 20) - (12 << 20))\nt = time.time()\nwhile time.time() - t < 4: time.sleep(0.1)\nprint('done')";
+        var run = await ExitDetectionTests.RunAsync(runtime, ["--memory", "128Mi"], "python3", "-c", script);
+
+        run.Result.ExitCode.ShouldBe(0, run.Result.Stderr);
+        run.Result.Stdout.ShouldContain("done");
+        var record = run.Record!.RootElement;
+        record.GetProperty("oomKilled").GetBoolean().ShouldBeFalse();
+        record.GetProperty("oomKills").GetInt64().ShouldBe(0);
+        record.GetProperty("oomEvents").GetArrayLength().ShouldBe(0);
+    }
+
+    [Theory]
+    [MemberData(nameof(Runtimes))]
+    public async Task ShortSpikeAboveTheLimitIsDetected(string runtime)
+    {
+        // A child that would hold 300 MB for under 100 ms: far shorter than a 500 ms poll.
+        var script = "import subprocess, sys, time\n" +
+                     "r = subprocess.run([sys.executable, '-c', \"import time; b = b'\\\\x01' * (300 << 20); time.sleep(0.05)\"])\n" +
+                     "print('spike child', r.returncode, flush=True)";
+        var run = await ExitDetectionTests.RunAsync(runtime, ["--memory", "64Mi"], "python3", "-c", script);
+
+        var record = run.Record!.RootElement;
+        record.GetProperty("oomKills").GetInt64().ShouldBeGreaterThanOrEqualTo(1, run.Result.Stderr);
+        FirstOomEventAt(record).ShouldNotBeNull();
+        if (runtime == "runc")
+        {
+            run.Result.ExitCode.ShouldBe(0, run.Result.Stderr);
+            run.Result.Stdout.ShouldContain("spike child -9");
+        }
+        else
+        {
+            // gVisor: the host kills a sandbox process and the sentry ends the whole sandbox.
+            run.Result.ExitCode.ShouldBe(137, run.Result.Stderr);
+            record.GetProperty("oomKilled").GetBoolean().ShouldBeTrue();
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Runtimes))]
+    public async Task ManySmallChildrenTogetherOverTheLimitAreDetected(string runtime)
+    {
+        var script = "import subprocess, sys\n" +
+                     "kids = [subprocess.Popen([sys.executable, '-c', \"import time; b = b'\\\\x01' * (16 << 20); time.sleep(3)\"]) for _ in range(8)]\n" +
+                     "codes = [k.wait() for k in kids]\nprint('codes', sorted(codes), flush=True)";
+        var run = await ExitDetectionTests.RunAsync(runtime, ["--memory", "64Mi"], "python3", "-c", script);
+
+        var record = run.Record!.RootElement;
+        record.GetProperty("oomKills").GetInt64().ShouldBeGreaterThanOrEqualTo(1, run.Result.Stderr + run.Result.Stdout);
+        FirstOomEventAt(record).ShouldNotBeNull();
+        (await TestHost.LeaksAsync(run.Id)).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task GvisorLivelockAtTheLimitIsEndedAndReported()
+    {
+        // Measured here: a gVisor sandbox whose cgroup is 32 MiB while python holds 20 MB sits at the
+        // limit, failcnt climbing, and never gets an OOM kill. No allowance, to reproduce exactly that.
+        var watch = Stopwatch.StartNew();
+        var run = await ExitDetectionTests.RunAsync(
+            "gvisor",
+            ["--memory", "32Mi", "--gvisor-memory-allowance", "0", "--timeout", "120s"],
+            "python3",
+            "-c",
+            "import time\nb = b'\\x01' * (20 << 20)\nwhile True: time.sleep(1)");
+
+        run.Result.ExitCode.ShouldBe(137, run.Result.Stderr);
+        var record = run.Record!.RootElement;
+        record.GetProperty("timedOut").GetBoolean().ShouldBeFalse("the livelock rule, not the timeout, must end it");
+        record.GetProperty("oomKilled").GetBoolean().ShouldBeTrue();
+        record.GetProperty("oomReason").GetString().ShouldBeOneOf("livelock", "kernel");
+        watch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(60));
+        (await TestHost.LeaksAsync(run.Id)).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task EightContainersTimesTenRoundsAllReportedAsOom()
+    {
+        var rootfs = await TestHost.RootfsAsync();
+        for (var round = 0; round < 10; round++)
+        {
+            var runs = Enumerable.Range(0, 8).Select(async i =>
+            {
+                var runtime = i % 2 == 0 ? "runc" : "gvisor";
+                var id = TestHost.NewId($"oom{round}x{i}");
+                var file = Path.Combine(Path.GetTempPath(), id + ".json");
+                var result = await CorralProcess.RunAsync(
+                    ["run", "--runtime", runtime, "--rootfs", rootfs, "--name", id, "--memory", "64Mi", "--result-file", file, "--", "python3", "-c", Allocate300Mb],
+                    TimeSpan.FromSeconds(120));
+                using var record = JsonDocument.Parse(await File.ReadAllTextAsync(file));
+                File.Delete(file);
+                return (id, runtime, result, oom: record.RootElement.GetProperty("oomKilled").GetBoolean());
+            }).ToList();
+
+            foreach (var (id, runtime, result, oom) in await Task.WhenAll(runs))
+            {
+                result.ExitCode.ShouldBe(137, $"{runtime} round {round}: {result.Stderr}");
+                oom.ShouldBeTrue($"{runtime} round {round}");
+                (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Runtimes))]
+    public async Task NoMemoryOptionMeansNoLimitNoWatcherNoFalseReport(string runtime)
+    {
+        var run = await ExitDetectionTests.RunAsync(runtime, "python3", "-c", Allocate300Mb);
+
+        run.Result.ExitCode.ShouldBe(0, run.Result.Stderr);
+        run.Result.Stdout.ShouldContain("survived");
+        var record = run.Record!.RootElement;
+        record.GetProperty("oomKilled").GetBoolean().ShouldBeFalse();
+        record.GetProperty("oomKills").GetInt64().ShouldBe(0);
+        record.GetProperty("oomStrategy").ValueKind.ShouldBe(JsonValueKind.Null);
+        record.GetProperty("memoryLimitBytes").ValueKind.ShouldBe(JsonValueKind.Null);
+        record.GetProperty("peakMemoryBytes").GetInt64().ShouldBeGreaterThan(300L << 20, "the cgroup still accounts what it used");
+    }
+
+    [Theory]
+    [MemberData(nameof(Runtimes))]
+    public async Task StatsReadTheRunningContainersCgroup(string runtime)
+    {
+        var rootfs = await TestHost.RootfsAsync();
+        var id = TestHost.NewId("stats");
+        using var process = CorralProcess.Start(["run", "--runtime", runtime, "--rootfs", rootfs, "--name", id, "--memory", "96Mi", "--pids", "200", "--",
+            "python3", "-c", "import time\nb = b'\\x01' * (24 << 20)\nprint('ready', flush=True)\ntime.sleep(60)"]);
+        (await process.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60))).ShouldBe("ready");
+
+        var stats = await CorralProcess.RunAsync(["stats", id, "--json"]);
+        var ps = await CorralProcess.RunAsync(["ps"]);
+        await CorralProcess.RunAsync(["kill", id, "--signal", "KILL"]);
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+
+        stats.ExitCode.ShouldBe(0, stats.Stderr);
+        using var doc = JsonDocument.Parse(stats.Stdout);
+        var cgroup = doc.RootElement.GetProperty("cgroup");
+        cgroup.GetProperty("memoryCurrentBytes").GetInt64().ShouldBeGreaterThan(24L << 20);
+        cgroup.GetProperty("pidsCurrent").GetInt64().ShouldBeGreaterThan(0);
+        cgroup.GetProperty("pidsLimit").GetInt64().ShouldBe(200);
+        if (runtime == "gvisor")
+        {
+            doc.RootElement.GetProperty("sandboxStats").GetString().ShouldNotBeNull().ShouldContain("memory");
+        }
+
+        ps.Stdout.ShouldContain(id);
+        ps.Stdout.ShouldContain("MEMORY LIMIT");
+        (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
+    }
+
+    private static DateTimeOffset? FirstOomEventAt(JsonElement record)
+    {
+        var events = record.GetProperty("oomEvents");
+        return events.GetArrayLength() == 0 ? null : events[0].GetProperty("at").GetDateTimeOffset();
+    }
+}
