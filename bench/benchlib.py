@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI_DLL = os.path.join(REPO, ".build", "cli", "Corral.Cli.dll")
+CLI_NATIVE = os.path.join(REPO, ".build", "cli", "Corral.Cli")  # Native AOT build (./corral publishes it)
+CLI_DLL = os.path.join(REPO, ".build", "cli", "Corral.Cli.dll")  # a JIT build, used when there is no native one
 ROOTFS = "/var/lib/corral/images/default/rootfs"
 CORRAL_STATE = "/run/corral"
 CORRAL_RUNC_ROOT = "/run/corral/runc"
@@ -111,8 +112,17 @@ def version_of(cmd):
         return f"not available ({e.__class__.__name__})"
 
 
+def cli_prefix():
+    return [CLI_NATIVE] if os.access(CLI_NATIVE, os.X_OK) else ["dotnet", CLI_DLL]
+
+
+def cli_description():
+    """How Corral is invoked, for the tables: the built CLI directly, never the ./corral wrapper."""
+    return "`" + " ".join(os.path.relpath(x, REPO) if x.startswith(REPO) else x for x in cli_prefix()) + " run ...`"
+
+
 def corral_cmd(*args):
-    return ["dotnet", CLI_DLL, *args]
+    return [*cli_prefix(), *args]
 
 
 def corral_run_cmd(runtime, name, result_file, command, extra=()):
@@ -160,6 +170,9 @@ def base_spec():
                 break
             except (OSError, ValueError):
                 time.sleep(0.02)
+        deadline = time.time() + 20
+        while spec is not None and time.time() < deadline and proc.poll() is None and not state_running(name):
+            time.sleep(0.02)
         try:
             run(corral_cmd("kill", name, "--signal", "KILL"), timeout=30)
         except Exception:  # noqa: BLE001
@@ -185,6 +198,15 @@ def base_spec():
         spec["root"]["path"] = ROOTFS
         _base_spec = spec
         return spec
+
+
+def state_running(name):
+    """Corral's state file says the container's workload is running."""
+    try:
+        with open(os.path.join(CORRAL_STATE, "containers", name + ".json")) as f:
+            return json.load(f).get("status") == "running"
+    except (OSError, ValueError):
+        return False
 
 
 def make_bundle(command, tag):

@@ -72,10 +72,10 @@ class Context:
 
 def setup():
     """The CLI build and the default image; returns a reason when the harness cannot run at all."""
-    if not os.path.exists(b.CLI_DLL):
-        print("bench: building the CLI (./corral --version)", file=sys.stderr)
+    if not os.environ.get("CORRAL_BENCH_COMMAND"):  # not started by ./corral, which has just built it
+        print("bench: building the CLI if needed (./corral --version)", file=sys.stderr)
         if subprocess.run([os.path.join(b.REPO, "corral"), "--version"], stdout=subprocess.DEVNULL).returncode != 0:
-            return "the CLI did not build"
+            return "the CLI did not build (./corral --version failed)"
     if not os.path.isdir(os.path.join(b.ROOTFS, "usr")):
         print("bench: building the default image (corral prepare)", file=sys.stderr)
         if subprocess.run(b.corral_cmd("prepare"), stdout=subprocess.DEVNULL, env=b.ENV).returncode != 0:
@@ -148,7 +148,7 @@ def write_index(ctx, results, machine, vers, started, command, total):
     for r in results:
         status = r.status + (f": {r.reason}" if r.reason else "")
         lines.append(f"| {r.title} | {status.replace('|', '/')} | {r.seconds:.0f} | [{r.name}.md]({r.name}.md) |")
-    lines += ["", "Corral is measured through its CLI (`dotnet .build/cli/Corral.Cli.dll`, not the `./corral` wrapper, "
+    lines += ["", f"Corral is measured through its CLI ({b.cli_description()}, not the `./corral` wrapper, "
               "so the wrapper's dependency and build checks are not timed). There is no daemon yet: each container costs one CLI process.", ""]
     with open(os.path.join(ctx.out, "README.md"), "w") as f:
         f.write("\n".join(lines))
@@ -173,7 +173,7 @@ def main(argv=None):
     t_start = time.time()
     reason = setup()
     machine, vers = machine_info(), versions()
-    print(f"corral bench ({'quick' if ctx.quick else 'full'}): Corral through `dotnet {os.path.relpath(b.CLI_DLL, b.REPO)}` (no wrapper, no daemon yet); results in {ctx.out}", flush=True)
+    print(f"corral bench ({'quick' if ctx.quick else 'full'}): Corral through {b.cli_description()} (no wrapper, no daemon yet); results in {ctx.out}", flush=True)
     results = []
     for name, fn in EXPERIMENTS:
         if only and name not in only:

@@ -1,7 +1,6 @@
 """Experiments 4 and 5: throughput at concurrency, density and idle cost."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -59,7 +58,7 @@ def throughput(ctx) -> b.Result:
             res.status, res.reason = "failed", failures[0]
     t.notes += [
         "Each cell starts its containers from a pool of `concurrency` workers and divides the containers that exited 0 by the wall time of the whole batch.",
-        "bare: `runc run` / `runsc --platform ptrace --network none --ignore-cgroups run` on the same bundle; corral: `dotnet .build/cli/Corral.Cli.dll run` "
+        "bare: `runc run` / `runsc --platform ptrace --network none --ignore-cgroups run` on the same bundle; corral: " + b.cli_description() + " "
         "(one .NET process per container: there is no daemon yet).",
         f"The machine has {os.cpu_count()} CPUs, shared with other work.",
     ]
@@ -81,14 +80,6 @@ def throughput(ctx) -> b.Result:
     p.close(fig)
     res.plots.append("throughput.png")
     return res
-
-
-def _state_running(name):
-    try:
-        with open(os.path.join(b.CORRAL_STATE, "containers", name + ".json")) as f:
-            return json.load(f).get("status") == "running"
-    except (OSError, ValueError):
-        return False
 
 
 def density(ctx) -> b.Result:
@@ -114,12 +105,12 @@ def density(ctx) -> b.Result:
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=b.ENV)
                 # start a few at a time: wait until all but the last 3 are running
                 deadline = time.time() + 60
-                while time.time() < deadline and sum(1 for n in procs if not _state_running(n) and procs[n].poll() is None) > 3:
+                while time.time() < deadline and sum(1 for n in procs if not b.state_running(n) and procs[n].poll() is None) > 3:
                     time.sleep(0.05)
             deadline = time.time() + 120
-            while time.time() < deadline and not all(_state_running(n) or procs[n].poll() is not None for n in procs):
+            while time.time() < deadline and not all(b.state_running(n) or procs[n].poll() is not None for n in procs):
                 time.sleep(0.1)
-            running = [n for n in procs if procs[n].poll() is None and _state_running(n)]
+            running = [n for n in procs if procs[n].poll() is None and b.state_running(n)]
             time.sleep(2)  # let start-up work settle before the idle window
             kids = b.children_map()
             before = {n: (b.cpu_seconds(procs[n].pid), sum(b.cpu_seconds(p) for p in b.descendants(procs[n].pid, kids))) for n in running}
