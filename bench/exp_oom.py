@@ -169,7 +169,7 @@ def oom(ctx) -> b.Result:
         if kmsg.fd is None:
             res.status, res.reason = "not run", "/dev/kmsg is not readable: no kernel truth for OOM kills"
             return res
-        reason = probe(kmsg)
+        reason = None if os.environ.get("CORRAL_BENCH_SKIP_OOM_PROBE") else probe(kmsg)  # the variable is for developing the harness
         if reason:
             res.status, res.reason = "not run", reason
             return res
