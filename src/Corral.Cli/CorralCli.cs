@@ -130,13 +130,24 @@ internal static class CorralCli
                     c.Status,
                     c.MemoryLimitBytes is { } m ? ByteSize.Format(m) : "-",
                     Markup.Escape(Ago(c.CreatedAt)),
-                    Markup.Escape(Truncate(string.Join(' ', c.Command), 40)));
+                    Markup.Escape(Truncate(string.Join(' ', c.Command).ReplaceLineEndings(" "), 40)));
             }
 
-            AnsiConsole.Write(table);
+            Table(table);
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Tables are never wrapped to 80 columns when piped: scripts and tests read them whole.</summary>
+    private static void Table(Table table)
+    {
+        if (Console.IsOutputRedirected)
+        {
+            AnsiConsole.Profile.Width = 1000;
+        }
+
+        AnsiConsole.Write(table);
     }
 
     private static Command StatsCommand()
@@ -175,7 +186,7 @@ internal static class CorralCli
             table.AddRow("cpu time", $"{stats.CpuUsageNs / 1e6:0.0} ms");
             table.AddRow("pids", stats.PidsLimit is { } pl ? $"{stats.PidsCurrent} / {pl}" : stats.PidsCurrent.ToString(CultureInfo.InvariantCulture));
             table.AddRow("oom kills", stats.OomKills.ToString(CultureInfo.InvariantCulture));
-            AnsiConsole.Write(table);
+            Table(table);
             if (sandboxView is not null)
             {
                 Console.WriteLine("gVisor sandbox view (runsc events --stats):");

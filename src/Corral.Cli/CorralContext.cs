@@ -28,12 +28,12 @@ internal sealed record CorralContext(string StateDir, string DataDir, LogLevel L
     public ContainerSupervisor CreateSupervisor(SupervisorOptions? options = null)
     {
         options ??= SupervisorOptions();
-        ICgroupDriver? driver = null; // TODO-MERGE CgroupDetector.Detect(new RealCgroupFileSystem(), Loggers);
+        var driver = CgroupDetector.DetectHost(Loggers);
         return new ContainerSupervisor(
             options,
             RuntimeOptions,
             driver,
-            null, // TODO-MERGE new OomWatcherFactory(new OomOptions(), TimeProvider.System, Loggers),
+            new OomWatcherFactory(RealCgroupFileSystem.Instance, Microsoft.Extensions.Options.Options.Create(new OomOptions()), TimeProvider.System, Loggers),
             TimeProvider.System,
             Loggers.CreateLogger<ContainerSupervisor>());
     }

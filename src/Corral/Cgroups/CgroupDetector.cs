@@ -4,7 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace Corral.Cgroups;
 
 /// <summary>Picks the cgroup driver for this host from its mounts; null when no memory controller is usable.</summary>
-internal sealed class CgroupDetector(
+public sealed class CgroupDetector(
     ICgroupFileSystem fs,
     ILoggerFactory? loggerFactory = null,
     string parentName = CgroupV1Driver.DefaultParent,

@@ -3,7 +3,7 @@ using System.Text;
 namespace Corral.Cgroups;
 
 /// <summary>The only class that touches the cgroup filesystem directly.</summary>
-internal sealed class RealCgroupFileSystem : ICgroupFileSystem
+public sealed class RealCgroupFileSystem : ICgroupFileSystem
 {
     public static RealCgroupFileSystem Instance { get; } = new();
 

@@ -2,39 +2,42 @@ using Microsoft.Extensions.Logging;
 
 namespace Corral.Logging;
 
-/// <summary>Every log line Corral writes, with event ids from one place.</summary>
+/// <summary>The supervisor's log lines (event ids 2000-2099; cgroups use 1000-1099, OOM watchers 1100-1199).</summary>
 internal static partial class Log
 {
-    [LoggerMessage(1000, LogLevel.Information, "container starting id={Id} runtime={Runtime} rootfs={Rootfs} memory_limit_bytes={MemoryLimitBytes} cgroup={CgroupVersion}")]
+    [LoggerMessage(2000, LogLevel.Information, "container starting id={Id} runtime={Runtime} rootfs={Rootfs} memory_limit_bytes={MemoryLimitBytes} cgroup={CgroupVersion}")]
     public static partial void ContainerStarting(ILogger logger, string id, string runtime, string rootfs, long? memoryLimitBytes, string cgroupVersion);
 
-    [LoggerMessage(1001, LogLevel.Information, "container started id={Id} pid={Pid} start_ms={StartMs:0.0}")]
+    [LoggerMessage(2001, LogLevel.Information, "container started id={Id} pid={Pid} start_ms={StartMs:0.0}")]
     public static partial void ContainerStarted(ILogger logger, string id, int pid, double startMs);
 
-    [LoggerMessage(1002, LogLevel.Information, "container exited id={Id} exit_code={ExitCode} signal={Signal} oom_killed={OomKilled} duration_ms={DurationMs:0.0}")]
+    [LoggerMessage(2002, LogLevel.Information, "container exited id={Id} exit_code={ExitCode} signal={Signal} oom_killed={OomKilled} duration_ms={DurationMs:0.0}")]
     public static partial void ContainerExited(ILogger logger, string id, int exitCode, string? signal, bool oomKilled, double durationMs);
 
-    [LoggerMessage(1003, LogLevel.Warning, "container timed out id={Id} timeout_s={TimeoutSeconds}")]
+    [LoggerMessage(2003, LogLevel.Warning, "container timed out id={Id} timeout_s={TimeoutSeconds}")]
     public static partial void ContainerTimedOut(ILogger logger, string id, double timeoutSeconds);
 
-    [LoggerMessage(1004, LogLevel.Error, "runtime did not start the workload id={Id} start_timeout_s={TimeoutSeconds}")]
+    [LoggerMessage(2004, LogLevel.Error, "runtime did not start the workload id={Id} start_timeout_s={TimeoutSeconds}")]
     public static partial void StartDeadlineMissed(ILogger logger, string id, double timeoutSeconds);
 
-    [LoggerMessage(1005, LogLevel.Warning, "cleanup step failed id={Id} step={Step} error={Error}")]
+    [LoggerMessage(2005, LogLevel.Warning, "cleanup step failed id={Id} step={Step} error={Error}")]
     public static partial void CleanupFailed(ILogger logger, string id, string step, string error);
 
-    [LoggerMessage(1006, LogLevel.Information, "signalling container id={Id} signal={Signal}")]
+    [LoggerMessage(2006, LogLevel.Information, "signalling container id={Id} signal={Signal}")]
     public static partial void Signalling(ILogger logger, string id, string signal);
 
-    [LoggerMessage(1007, LogLevel.Warning, "no cgroup available, limits are not enforced id={Id}")]
+    [LoggerMessage(2007, LogLevel.Warning, "no cgroup available, limits are not enforced id={Id}")]
     public static partial void NoCgroup(ILogger logger, string id);
 
-    [LoggerMessage(1010, LogLevel.Warning, "OOM kill id={Id} pid={Pid} oom_kills={OomKills} memory_limit_mb={MemoryLimitMb}")]
+    [LoggerMessage(2009, LogLevel.Information, "OOM watcher started id={Id} pid={Pid} memory_limit_mb={MemoryLimitMb} strategy={Strategy}")]
+    public static partial void OomWatcherStarted(ILogger logger, string id, int pid, long memoryLimitMb, string strategy);
+
+    [LoggerMessage(2010, LogLevel.Warning, "OOM kill id={Id} pid={Pid} oom_kills={OomKills} memory_limit_mb={MemoryLimitMb}")]
     public static partial void OomKill(ILogger logger, string id, int pid, long oomKills, long memoryLimitMb);
 
-    [LoggerMessage(1011, LogLevel.Warning, "memory livelock, ending container id={Id} pid={Pid} memory_limit_mb={MemoryLimitMb} detail={Detail}")]
+    [LoggerMessage(2011, LogLevel.Warning, "memory livelock, ending container id={Id} pid={Pid} memory_limit_mb={MemoryLimitMb} detail={Detail}")]
     public static partial void OomLivelock(ILogger logger, string id, int pid, long memoryLimitMb, string detail);
 
-    [LoggerMessage(1012, LogLevel.Warning, "OOM likely id={Id} pid={Pid} memory_limit_mb={MemoryLimitMb} detail={Detail}")]
+    [LoggerMessage(2012, LogLevel.Warning, "OOM likely id={Id} pid={Pid} memory_limit_mb={MemoryLimitMb} detail={Detail}")]
     public static partial void OomLikely(ILogger logger, string id, int pid, long memoryLimitMb, string detail);
 }

@@ -11,7 +11,7 @@ internal static partial class OomLog
     [LoggerMessage(EventId = 1101, Level = LogLevel.Debug, Message = "OOM watcher started pid={Pid} memory_limit_mb={MemoryLimitMb} strategy={Strategy}")]
     public static partial void ProcessTreeWatcherStarted(this ILogger logger, int? pid, long memoryLimitMb, OomStrategy strategy);
 
-    [LoggerMessage(EventId = 1102, Level = LogLevel.Warning, Message = "OOM kill container={ContainerId} oom_kills={OomKills} memory_bytes={MemoryBytes}")]
+    [LoggerMessage(EventId = 1102, Level = LogLevel.Debug, Message = "OOM kill container={ContainerId} oom_kills={OomKills} memory_bytes={MemoryBytes}")]
     public static partial void OomKillSeen(this ILogger logger, string containerId, long oomKills, long memoryBytes);
 
     [LoggerMessage(EventId = 1103, Level = LogLevel.Debug, Message = "livelock check armed container={ContainerId} usage_bytes={UsageBytes} threshold_bytes={ThresholdBytes}")]
@@ -20,10 +20,10 @@ internal static partial class OomLog
     [LoggerMessage(EventId = 1104, Level = LogLevel.Debug, Message = "livelock check disarmed container={ContainerId} usage_bytes={UsageBytes}")]
     public static partial void LivelockDisarmed(this ILogger logger, string containerId, long usageBytes);
 
-    [LoggerMessage(EventId = 1105, Level = LogLevel.Warning, Message = "memory livelock container={ContainerId} limit_hits_per_second={HitsPerSecond} duration_ms={DurationMs} usage_bytes={UsageBytes}")]
+    [LoggerMessage(EventId = 1105, Level = LogLevel.Debug, Message = "memory livelock container={ContainerId} limit_hits_per_second={HitsPerSecond} duration_ms={DurationMs} usage_bytes={UsageBytes}")]
     public static partial void LivelockDetected(this ILogger logger, string containerId, double hitsPerSecond, long durationMs, long usageBytes);
 
-    [LoggerMessage(EventId = 1106, Level = LogLevel.Warning, Message = "OOM likely pid={Pid} rss_bytes={RssBytes} threshold_bytes={ThresholdBytes}")]
+    [LoggerMessage(EventId = 1106, Level = LogLevel.Debug, Message = "OOM likely pid={Pid} rss_bytes={RssBytes} threshold_bytes={ThresholdBytes}")]
     public static partial void OomLikely(this ILogger logger, int pid, long rssBytes, long thresholdBytes);
 
     [LoggerMessage(EventId = 1107, Level = LogLevel.Debug, Message = "OOM watcher stopped container={ContainerId} oom_kills={OomKills} livelock={Livelock} likely={Likely}")]

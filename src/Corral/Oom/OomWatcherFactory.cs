@@ -6,11 +6,11 @@ using Microsoft.Extensions.Options;
 namespace Corral.Oom;
 
 /// <summary>Chooses how a container is watched for memory exhaustion.</summary>
-internal sealed class OomWatcherFactory(
+public sealed class OomWatcherFactory(
     ICgroupFileSystem fs,
     IOptions<OomOptions> options,
     TimeProvider time,
-    ILoggerFactory? loggerFactory = null)
+    ILoggerFactory? loggerFactory = null) : Supervision.IOomWatcherFactory
 {
     private readonly ILoggerFactory _loggerFactory = loggerFactory ?? NullLoggerFactory.Instance;
 

@@ -267,7 +267,7 @@ public sealed class ContainerSupervisor(
         await File.WriteAllTextAsync(Path.Combine(run.BundleDir, "config.json"), SpecBuilder.ToJson(spec), cancellationToken).ConfigureAwait(false);
 
         var memoryLimitMb = (cgroupLimits.MemoryBytes ?? 0) >> 20;
-        run.Watcher = oomWatchers?.Create(run.Cgroup, cgroupLimits.MemoryBytes);
+        run.Watcher = oomWatchers?.Create(run.Cgroup, cgroupLimits.MemoryBytes, () => run.Process?.Id);
         run.Watcher?.Start(oom =>
         {
             lock (run.OomEvents)
@@ -306,10 +306,6 @@ public sealed class ContainerSupervisor(
 
         var stdout = new OutputPump(process.StandardOutput.BaseStream, io.Stdout, options.OutputTailBytes);
         var stderr = new OutputPump(process.StandardError.BaseStream, io.Stderr, options.OutputTailBytes);
-        if (run.Watcher is IProcessAttachable attachable)
-        {
-            attachable.AttachProcess(process.Id);
-        }
 
         // Started: the runtime wrote the init pid (signalled before we wait on the exit).
         var startDeadline = startTimestamp + (long)(options.StartTimeout.TotalSeconds * time.TimestampFrequency);
@@ -322,6 +318,11 @@ public sealed class ContainerSupervisor(
                 run.Pid = pid;
                 Store.Update(Store.Get(run.Id)! with { Pid = pid, Status = "running" });
                 Log.ContainerStarted(_logger, run.Id, pid, time.GetElapsedTime(startTimestamp).TotalMilliseconds);
+                if (run.Watcher is { } watcher)
+                {
+                    Log.OomWatcherStarted(_logger, run.Id, pid, memoryLimitMb, watcher.Strategy == OomStrategy.Cgroup ? "cgroup" : "process-tree");
+                }
+
                 observer.OnStarted(run.Id, pid);
                 break;
             }
@@ -634,11 +635,6 @@ public sealed class ContainerSupervisor(
 /// <summary>Chooses the OOM watcher for a container: none without a memory limit.</summary>
 public interface IOomWatcherFactory
 {
-    IOomWatcher? Create(IContainerCgroup? cgroup, long? memoryLimitBytes);
-}
-
-/// <summary>A watcher that needs the runtime's pid (the process-tree fallback).</summary>
-public interface IProcessAttachable
-{
-    void AttachProcess(int pid);
+    /// <param name="rootPid">The runtime's pid once it runs (the process-tree fallback waits for it).</param>
+    IOomWatcher? Create(IContainerCgroup? cgroup, long? memoryLimitBytes, Func<int?> rootPid);
 }

@@ -185,12 +185,12 @@ public sealed class OomEndToEndTests
         var id = TestHost.NewId("stats");
         using var process = CorralProcess.Start(["run", "--runtime", runtime, "--rootfs", rootfs, "--name", id, "--memory", "96Mi", "--pids", "200", "--",
             "python3", "-c", "import time\nb = b'\\x01' * (24 << 20)\nprint('ready', flush=True)\ntime.sleep(60)"]);
-        (await process.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60))).ShouldBe("ready");
+        (await process.StandardOutput.ReadLineAsync(TestContext.Current.CancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken)).ShouldBe("ready");
 
         var stats = await CorralProcess.RunAsync(["stats", id, "--json"]);
         var ps = await CorralProcess.RunAsync(["ps"]);
         await CorralProcess.RunAsync(["kill", id, "--signal", "KILL"]);
-        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
 
         stats.ExitCode.ShouldBe(0, stats.Stderr);
         using var doc = JsonDocument.Parse(stats.Stdout);
