@@ -85,7 +85,7 @@ def throughput(ctx) -> b.Result:
 def density(ctx) -> b.Result:
     res = b.Result("density", "Density and idle cost of idle sandboxes")
     targets = {"gvisor": ctx.reps(full=100, quick=3), "runc": ctx.reps(full=200, quick=3)}
-    idle_s = 60 if not ctx.quick else 5
+    idle_s = 30 if not ctx.quick else 5
     reserve = 6 << 30  # leave this much memory available to the machine's other users
     t = b.Table("Idle sandboxes running `sleep 3600`: per-sandbox cost (medians over the sandboxes)",
                 ["runtime", "asked", "started", "supervisor RSS MiB", "supervisor PSS MiB", "supervisor CPU ms/min idle",
