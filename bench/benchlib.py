@@ -331,17 +331,24 @@ def mem_available():
 
 def runtime_list(root, binary):
     try:
-        r = run([binary, "--root", root, "list", "-q"], timeout=30)
+        r = run([binary, "--root", root, "list", "--quiet"], timeout=30)  # runsc has no -q
+        if r.returncode != 0:
+            raise RuntimeError(f"{binary} list failed: {r.stderr.strip()[-200:]}")
         return [x for x in r.stdout.split() if x]
-    except Exception:  # noqa: BLE001
-        return []
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"{binary} list timed out") from e
 
 
 def sweep(prefix="bench-"):
     """Removes every container whose name starts with `prefix` from Corral's and the bench's runtime roots and podman."""
     left = []
     for binary, root in (("runc", CORRAL_RUNC_ROOT), ("runsc", CORRAL_RUNSC_ROOT), ("runc", BENCH_RUNC_ROOT), ("runsc", BENCH_RUNSC_ROOT)):
-        for name in runtime_list(root, binary):
+        try:
+            names = runtime_list(root, binary)
+        except Exception as e:  # noqa: BLE001
+            left.append(f"{binary}:{root}: could not list ({e})")
+            continue
+        for name in names:
             if name.startswith(prefix):
                 left.append(f"{binary}:{root}:{name}")
                 try:

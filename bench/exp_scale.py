@@ -142,8 +142,15 @@ def density(ctx) -> b.Result:
             if leftovers:
                 t.notes.append(f"{rt}: after `corral kill`, still listed and force-deleted: {', '.join(leftovers[:5])}")
     for root, binary in ((b.CORRAL_RUNC_ROOT, "runc"), (b.CORRAL_RUNSC_ROOT, "runsc")):
-        listed = b.runtime_list(root, binary)
-        t.notes.append(f"after cleanup `{binary} --root {root} list`: {'empty' if not listed else ', '.join(listed[:10])}")
+        try:
+            listed = b.runtime_list(root, binary)
+            ours = [n for n in listed if n.startswith("bench-")]
+            t.notes.append(f"after cleanup `{binary} --root {root} list --quiet`: " + ("no bench- containers" if not ours else "LEFT: " + ", ".join(ours[:10]))
+                           + (f" ({len(listed) - len(ours)} containers of other users present)" if len(listed) > len(ours) else " (empty)"))
+            if ours:
+                res.status, res.reason = "failed", f"{len(ours)} bench containers left in {root}"
+        except RuntimeError as e:
+            t.notes.append(f"after cleanup: {e}")
     t.notes += [
         f"Idle window {idle_s} s, two seconds after the last sandbox reached running; CPU is utime+stime from /proc over that window, scaled to a minute.",
         "supervisor: the `corral run` CLI process (there is no daemon yet: one .NET process supervises one sandbox). PSS shares the .NET runtime's "
