@@ -65,6 +65,7 @@ internal sealed class EventfdMemoryEventsSource(ICgroupFileSystem fs, string mem
     public IDisposable Subscribe(Action<CgroupNotification> onNotify)
     {
         var fds = new List<int>();
+        var kinds = new List<(int Fd, CgroupNotification Kind)>();
         var registrations = new List<IDisposable>();
         try
         {
@@ -74,7 +75,18 @@ internal sealed class EventfdMemoryEventsSource(ICgroupFileSystem fs, string mem
                 Add("memory.usage_in_bytes", bytes, CgroupNotification.UsageThreshold);
             }
 
-            return new FdSubscription(registrations, fds);
+            // The last synchronous read: a notification the fd thread has not dispatched yet is still
+            // delivered, on the caller's thread, before the fds close.
+            return new FdSubscription(registrations, fds, () =>
+            {
+                foreach (var (efd, kind) in kinds)
+                {
+                    if (FdReader.Drain(efd))
+                    {
+                        onNotify(kind);
+                    }
+                }
+            });
         }
         catch
         {
@@ -91,6 +103,7 @@ internal sealed class EventfdMemoryEventsSource(ICgroupFileSystem fs, string mem
             }
 
             fds.Add(efd);
+            kinds.Add((efd, kind));
             var path = Path.Combine(memoryDirectory, file);
             var cfd = LibC.open(path, LibC.O_RDONLY | LibC.O_CLOEXEC);
             if (cfd < 0)
@@ -120,14 +133,17 @@ internal sealed class EventfdMemoryEventsSource(ICgroupFileSystem fs, string mem
 internal static unsafe class FdReader
 {
     /// <summary>Reads a non-blocking fd until it would block (eventfd counter or queued inotify events).</summary>
-    public static void Drain(int fd)
+    /// <returns>True when anything was pending.</returns>
+    public static bool Drain(int fd)
     {
         var buffer = stackalloc byte[4096];
+        var any = false;
         while (true)
         {
             var n = LibC.read(fd, buffer, 4096);
             if (n > 0)
             {
+                any = true;
                 continue;
             }
 
@@ -136,12 +152,12 @@ internal static unsafe class FdReader
                 continue;
             }
 
-            return;
+            return any;
         }
     }
 }
 
-internal sealed class FdSubscription(IReadOnlyList<IDisposable> registrations, IReadOnlyList<int> fds) : IDisposable
+internal sealed class FdSubscription(IReadOnlyList<IDisposable> registrations, IReadOnlyList<int> fds, Action? beforeClose = null) : IDisposable
 {
     private int _disposed;
 
@@ -158,6 +174,7 @@ internal sealed class FdSubscription(IReadOnlyList<IDisposable> registrations, I
             registration.Dispose();
         }
 
+        beforeClose?.Invoke();
         foreach (var fd in fds)
         {
             LibC.close(fd);

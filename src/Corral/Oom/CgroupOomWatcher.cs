@@ -35,6 +35,7 @@ internal sealed class CgroupOomWatcher : IOomWatcher
     private long _baseKills;
     private long _reportedKills;
     private bool _livelockFired;
+    private bool _oomNotified;
 
     private ITimer? _recheckTimer;
     private int _recheckLeft;
@@ -143,7 +144,7 @@ internal sealed class CgroupOomWatcher : IOomWatcher
                 ReportKills(sample);
             }
 
-            _summary = new OomSummary(_reportedKills, _livelockFired, false);
+            _summary = new OomSummary(_reportedKills, _livelockFired, false, _oomNotified);
             _logger.WatcherStopped(_containerId, _summary.OomKills, _summary.Livelock, _summary.Likely);
             return _summary;
         }
@@ -164,6 +165,7 @@ internal sealed class CgroupOomWatcher : IOomWatcher
 
     private void Evaluate(CgroupNotification kind)
     {
+        _oomNotified |= kind == CgroupNotification.Oom;
         if (!TryRead(out var sample))
         {
             return;

@@ -24,7 +24,12 @@ public enum OomEventKind
 public sealed record OomEvent(OomEventKind Kind, DateTimeOffset At, long OomKills, long MemoryBytes, string Detail);
 
 /// <summary>What a watcher saw over the container's whole life, after its last synchronous read.</summary>
-public sealed record OomSummary(long OomKills, bool Livelock, bool Likely)
+/// <param name="OomNotified">
+/// The kernel announced an OOM in the cgroup (v1 memory.oom_control eventfd). On v1 the kill itself is
+/// counted only in the victim's own cgroup: runc's child, which runc removes as it exits, sometimes
+/// before the counter could be read. The notification is the kernel's word that an OOM happened.
+/// </param>
+public sealed record OomSummary(long OomKills, bool Livelock, bool Likely, bool OomNotified = false)
 {
     public static OomSummary None { get; } = new(0, false, false);
 }

@@ -364,6 +364,7 @@ public sealed class ContainerSupervisor(
             {
                 if (cancellationToken.IsCancellationRequested)
                 {
+                    run.KilledByCorral = true;
                     await SignalAsync(runtime, run.Id, Signals.SIGTERM, run.Cgroup, CancellationToken.None).ConfigureAwait(false);
                     if (await Task.WhenAny(exited.Task, Task.Delay(options.CancelGrace, time)).ConfigureAwait(false) != exited.Task)
                     {
@@ -401,7 +402,21 @@ public sealed class ContainerSupervisor(
             throw new CorralException(startError);
         }
 
-        var oomKilled = summary.Livelock || (summary.OomKills > 0 && (exitCode is 137 or 128) && !timedOut);
+        var countedKills = Math.Max(summary.OomKills, stats?.OomKills ?? 0);
+        var diedOfSigkill = exitCode is 137 or 128 && !run.KilledByCorral;
+        if (diedOfSigkill && countedKills == 0 && summary.OomNotified)
+        {
+            // cgroup v1 counts the kill only in the victim's cgroup, runc's child, which runc may have
+            // removed before it could be read; the kernel's OOM notification for the container's cgroup
+            // and PID 1's SIGKILL are the kernel's own account of the same kill.
+            countedKills = 1;
+            lock (run.OomEvents)
+            {
+                run.OomEvents.Add(new OomEventRecord("kill", exitedAt, 1, "kernel OOM notification for the container's cgroup and PID 1 killed by SIGKILL (the kill counter was in the runtime's child cgroup, already removed)"));
+            }
+        }
+
+        var oomKilled = summary.Livelock || (diedOfSigkill && countedKills > 0);
         if (oomKilled || timedOut)
         {
             // gVisor reports 128 for a sandbox the host killed; both runtimes report 137 here.
@@ -422,7 +437,7 @@ public sealed class ContainerSupervisor(
             TimedOut = timedOut,
             OomKilled = oomKilled,
             OomReason = oomKilled ? (summary.Livelock ? "livelock" : "kernel") : null,
-            OomKills = Math.Max(summary.OomKills, stats?.OomKills ?? 0),
+            OomKills = countedKills,
             OomLikely = summary.Likely,
             OomStrategy = run.Watcher?.Strategy switch
             {
@@ -524,6 +539,7 @@ public sealed class ContainerSupervisor(
     /// <summary>SIGKILL through the runtime, then everything in the cgroup, then the runtime process itself.</summary>
     private async Task ForceStopAsync(ContainerRun run)
     {
+        run.KilledByCorral = true;
         if (run.Runtime.HasState(run.Id))
         {
             await RuntimeCommandRunner.RunAsync(run.Runtime.Kill(run.Id, Signals.SIGKILL), TimeSpan.FromSeconds(3)).ConfigureAwait(false);
@@ -630,6 +646,9 @@ public sealed class ContainerSupervisor(
         public int? Pid { get; set; }
 
         public List<OomEventRecord> OomEvents { get; } = [];
+
+        /// <summary>Corral itself signalled the container (timeout, start deadline, cancellation).</summary>
+        public bool KilledByCorral { get; set; }
     }
 
     private sealed class NullObserver : IContainerObserver
