@@ -59,6 +59,22 @@ internal static class CgroupTree
         return true;
     }
 
+    /// <summary>Removes what a failed create made, newest first; what cannot be removed is logged.</summary>
+    public static void RollBack(ICgroupFileSystem fs, List<string> created, ILogger logger)
+    {
+        for (var i = created.Count - 1; i >= 0; i--)
+        {
+            try
+            {
+                fs.DeleteDirectory(created[i]);
+            }
+            catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException)
+            {
+                logger.CgroupRemoveFailed(created[i], cleanup.Message);
+            }
+        }
+    }
+
     public static void AddProcesses(ICgroupFileSystem fs, string dir, ISet<int> into)
     {
         foreach (var cgroup in DescendantsBottomUp(fs, dir))

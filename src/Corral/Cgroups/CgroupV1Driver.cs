@@ -70,17 +70,7 @@ internal sealed class CgroupV1Driver(
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or CorralException)
         {
-            for (var i = created.Count - 1; i >= 0; i--)
-            {
-                try
-                {
-                    fs.DeleteDirectory(created[i]);
-                }
-                catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException)
-                {
-                    logger.CgroupRemoveFailed(created[i], cleanup.Message);
-                }
-            }
+            CgroupTree.RollBack(fs, created, logger);
 
             var message = OneLine($"cannot create cgroup for container {containerId}: {ex.Message}");
             logger.CgroupCreateFailed(containerId, message);
