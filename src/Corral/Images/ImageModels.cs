@@ -89,14 +89,19 @@ public sealed record ImageConfigFile
 
 public sealed record ContainerConfig
 {
+    [JsonPropertyName("Env")]
     public List<string>? Env { get; init; }
 
+    [JsonPropertyName("Entrypoint")]
     public List<string>? Entrypoint { get; init; }
 
+    [JsonPropertyName("Cmd")]
     public List<string>? Cmd { get; init; }
 
+    [JsonPropertyName("WorkingDir")]
     public string? WorkingDir { get; init; }
 
+    [JsonPropertyName("User")]
     public string? User { get; init; }
 }
 
