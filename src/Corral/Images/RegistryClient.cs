@@ -149,16 +149,24 @@ public sealed class RegistryClient(HttpClient http, RegistryOptions options, ILo
             await using var file = new FileStream(partial, resumed ? FileMode.Append : FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
             var buffer = new byte[1 << 16];
             int n;
-            while ((n = await body.ReadAsync(buffer, cancellationToken).ConfigureAwait(false)) > 0)
+            try
             {
-                offset += n;
-                if (offset > descriptor.Size)
+                while ((n = await body.ReadAsync(buffer, cancellationToken).ConfigureAwait(false)) > 0)
                 {
-                    throw new CorralException($"blob {digest} is larger than the {descriptor.Size} bytes its manifest says");
-                }
+                    offset += n;
+                    if (offset > descriptor.Size)
+                    {
+                        throw new CorralException($"blob {digest} is larger than the {descriptor.Size} bytes its manifest says");
+                    }
 
-                await file.WriteAsync(buffer.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
-                progress?.Invoke(offset);
+                    await file.WriteAsync(buffer.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
+                    progress?.Invoke(offset);
+                }
+            }
+            catch (Exception ex) when (ex is IOException or HttpRequestException)
+            {
+                // The .partial stays: the next pull continues from here with a Range request.
+                throw new CorralException($"download of blob {digest} was interrupted after {offset} of {descriptor.Size} bytes ({ex.Message}); pull again to resume", inner: ex);
             }
         }
 
