@@ -267,7 +267,9 @@ public sealed class ImageStore
         var layers = 0;
         if (Directory.Exists(LayersDir))
         {
-            foreach (var dir in Directory.EnumerateDirectories(LayersDir).Where(d => !keepLayers.Contains(Path.GetFileName(d)) && !Path.GetFileName(d).StartsWith('.')).ToList())
+            // A layer a running container's overlay still uses stays until a later collection.
+            var mounts = File.Exists("/proc/self/mountinfo") ? File.ReadAllText("/proc/self/mountinfo") : "";
+            foreach (var dir in Directory.EnumerateDirectories(LayersDir).Where(d => !keepLayers.Contains(Path.GetFileName(d)) && !Path.GetFileName(d).StartsWith('.') && !mounts.Contains(d, StringComparison.Ordinal)).ToList())
             {
                 Directory.Delete(dir, recursive: true);
                 layers++;
