@@ -130,6 +130,25 @@ public sealed class ImageEndToEndTests(RegistryFixture fixture) : IClassFixture<
         run.Stdout.ShouldBe("imported ok\n");
     }
 
+    [Fact]
+    public async Task ImportsADockerArchiveWrittenBySkopeo()
+    {
+        var data = fixture.NewDataDir();
+        var archive = Path.Combine(fixture.WorkDir, $"debian-{Guid.NewGuid():N}.tar");
+        var (code, output) = await Tool.RunAsync("skopeo", ["copy", "--quiet", $"oci:{Path.Combine(fixture.Layouts, "debian")}:1", $"docker-archive:{archive}:example/saved:2"]);
+        code.ShouldBe(0, output);
+
+        var import = await Corral(data, "import", archive);
+
+        import.ExitCode.ShouldBe(0, import.Stderr);
+        import.Stdout.ShouldStartWith("docker.io/example/saved:2 sha256:");
+        var run = await Corral(data, "run", "--runtime", "runc", "--image", "example/saved:2", "--pull", "never");
+        run.ExitCode.ShouldBe(0, run.Stderr);
+        run.Stdout.ShouldBe("hello from the image cmd /root yes\n");
+        Directory.GetFileSystemEntries(Path.Combine(data, "images")).Select(Path.GetFileName).ShouldNotContain(n => n!.StartsWith(".import", StringComparison.Ordinal));
+        File.Delete(archive);
+    }
+
     [Theory]
     [InlineData("runc")]
     [InlineData("gvisor")]
