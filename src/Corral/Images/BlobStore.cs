@@ -15,6 +15,9 @@ public sealed class BlobStore(string root)
     /// <summary>Where an interrupted download is kept to be continued.</summary>
     public string PartialPathOf(Digest digest) => PathOf(digest) + ".partial";
 
+    /// <summary>Held while a blob downloads (kept: deleting a lock file others may hold would split the lock).</summary>
+    public string LockPathOf(Digest digest) => Path.Combine(root, "locks", digest.Hex + ".lock");
+
     public bool Has(Digest digest) => File.Exists(PathOf(digest));
 
     public long? SizeOf(Digest digest) => File.Exists(PathOf(digest)) ? new FileInfo(PathOf(digest)).Length : null;
@@ -95,6 +98,7 @@ public sealed class BlobStore(string root)
     {
         File.Delete(PathOf(digest));
         File.Delete(PartialPathOf(digest));
+        File.Delete(LockPathOf(digest));
     }
 
     public IEnumerable<Digest> List()

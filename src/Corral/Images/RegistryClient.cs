@@ -113,6 +113,14 @@ public sealed class RegistryClient(HttpClient http, RegistryOptions options, ILo
 
         Directory.CreateDirectory(Path.GetDirectoryName(store.PartialPathOf(digest))!);
         var partial = store.PartialPathOf(digest);
+
+        // One download of a blob at a time: a second pull (another `run --image`) waits, then finds it stored.
+        await using var downloadLock = await LockAsync(store.LockPathOf(digest), cancellationToken).ConfigureAwait(false);
+        if (store.Has(digest))
+        {
+            return;
+        }
+
         var offset = File.Exists(partial) ? new FileInfo(partial).Length : 0;
         if (offset > descriptor.Size)
         {
@@ -172,6 +180,22 @@ public sealed class RegistryClient(HttpClient http, RegistryOptions options, ILo
 
         store.CommitPartial(digest, descriptor.Size);
         ImageLog.BlobStored(_logger, digest.ToString(), descriptor.Size);
+    }
+
+    private static async Task<FileStream> LockAsync(string path, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        while (true)
+        {
+            try
+            {
+                return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1);
+            }
+            catch (IOException)
+            {
+                await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+            }
+        }
     }
 
     private async Task<HttpResponseMessage> SendAsync(ImageReference image, Func<HttpRequestMessage> create, CancellationToken cancellationToken, HttpCompletionOption completion = HttpCompletionOption.ResponseContentRead)

@@ -65,6 +65,18 @@ public sealed class ImageEndToEndTests(RegistryFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task TwoPullsAtOnceShareOneDownload()
+    {
+        var data = fixture.NewDataDir();
+
+        var pulls = await Task.WhenAll(Corral(data, "pull", fixture.DebianRef), Corral(data, "pull", fixture.DebianRef));
+
+        pulls.ShouldAllBe(p => p.ExitCode == 0, string.Join(" | ", pulls.Select(p => p.Stderr)));
+        Directory.GetFiles(Path.Combine(data, "images", "blobs", "sha256")).Length.ShouldBe(3);
+        Directory.GetDirectories(Path.Combine(data, "images", "layers")).ShouldHaveSingleItem();
+    }
+
+    [Fact]
     public async Task AWrongDigestIsRefused()
     {
         var data = fixture.NewDataDir();
