@@ -98,7 +98,10 @@ public sealed class BlobStore(string root)
     {
         File.Delete(PathOf(digest));
         File.Delete(PartialPathOf(digest));
-        File.Delete(LockPathOf(digest));
+        if (File.Exists(LockPathOf(digest)))
+        {
+            File.Delete(LockPathOf(digest));
+        }
     }
 
     public IEnumerable<Digest> List()

@@ -46,12 +46,12 @@ public sealed class ImageImporter(ImageStore store)
 
     private async Task<IReadOnlyList<string>> ImportDirectoryAsync(string dir, string? tag, string defaultName, CancellationToken cancellationToken)
     {
-        if (File.Exists(Path.Combine(dir, "oci-layout")) && File.Exists(Path.Combine(dir, "index.json")))
+        if (FileInside(dir, "oci-layout") is not null && FileInside(dir, "index.json") is not null)
         {
             return await ImportLayoutAsync(dir, tag, defaultName, cancellationToken).ConfigureAwait(false);
         }
 
-        if (File.Exists(Path.Combine(dir, "manifest.json")))
+        if (FileInside(dir, "manifest.json") is not null)
         {
             return await ImportDockerArchiveAsync(dir, tag, defaultName, cancellationToken).ConfigureAwait(false);
         }
@@ -61,7 +61,7 @@ public sealed class ImageImporter(ImageStore store)
 
     private async Task<IReadOnlyList<string>> ImportLayoutAsync(string dir, string? tag, string defaultName, CancellationToken cancellationToken)
     {
-        var index = ReadJson(Path.Combine(dir, "index.json"), ImageJsonContext.Default.ImageIndex, "index.json");
+        var index = ReadJson(Inside(dir, "index.json"), ImageJsonContext.Default.ImageIndex, "index.json");
         if (index.Manifests.Count == 0)
         {
             throw new CorralException("cannot import: the layout's index.json lists no images");
@@ -98,7 +98,7 @@ public sealed class ImageImporter(ImageStore store)
 
     private async Task<IReadOnlyList<string>> ImportDockerArchiveAsync(string dir, string? tag, string defaultName, CancellationToken cancellationToken)
     {
-        var entries = ReadJson(Path.Combine(dir, "manifest.json"), ImageJsonContext.Default.ListDockerArchiveEntry, "manifest.json");
+        var entries = ReadJson(Inside(dir, "manifest.json"), ImageJsonContext.Default.ListDockerArchiveEntry, "manifest.json");
         if (entries.Count == 0)
         {
             throw new CorralException("cannot import: the archive's manifest.json lists no images");
@@ -161,11 +161,7 @@ public sealed class ImageImporter(ImageStore store)
         var digest = Digest.Parse(descriptor.Digest);
         if (!store.Blobs.Has(digest))
         {
-            var source = Path.Combine(dir, "blobs", "sha256", digest.Hex);
-            if (!File.Exists(source))
-            {
-                throw new CorralException($"cannot import: blob {digest} is missing from the layout");
-            }
+            var source = FileInside(dir, $"blobs/sha256/{digest.Hex}") ?? throw new CorralException($"cannot import: blob {digest} is missing from the layout");
 
             await using var stream = File.OpenRead(source);
             await store.Blobs.WriteAsync(stream, digest, descriptor.Size, cancellationToken).ConfigureAwait(false);
@@ -174,18 +170,15 @@ public sealed class ImageImporter(ImageStore store)
         return descriptor.Size <= 4 << 20 ? store.Blobs.ReadAll(digest) : [];
     }
 
-    /// <summary>A path named inside an archive, refused when it leaves the archive's directory.</summary>
+    /// <summary>A file named inside an archive or layout; ".." is refused and symlinks never lead out of it.</summary>
     private static string Inside(string dir, string relative)
     {
-        var parts = LayerUnpacker.SplitName(relative, "archive");
-        var path = Path.Combine([dir, .. parts]);
-        if (LayerUnpacker.IsSymlink(path) || !File.Exists(path))
-        {
-            throw new CorralException($"cannot import: '{relative}' is missing from the archive or is not a file");
-        }
-
-        return path;
+        _ = LayerUnpacker.SplitName(relative, "archive");
+        return FileInside(dir, relative) ?? throw new CorralException($"cannot import: '{relative}' is missing from the archive or is not a file");
     }
+
+    private static string? FileInside(string dir, string relative) =>
+        LayerUnpacker.ResolveInside(dir, relative) is { } path && File.Exists(path) ? path : null;
 
     private static string RefFromAnnotation(Descriptor descriptor, string defaultName)
     {

@@ -58,7 +58,11 @@ public static class LayerUnpacker
 
         foreach (var (path, mode2) in state.DirectoryModes)
         {
-            File.SetUnixFileMode(path, mode2);
+            // A later entry may have replaced the directory with a symlink: chmod would follow it out.
+            if (!IsSymlink(path) && Directory.Exists(path))
+            {
+                File.SetUnixFileMode(path, mode2);
+            }
         }
 
         return tar.Digest();
@@ -315,6 +319,66 @@ public static class LayerUnpacker
     }
 
     internal static bool IsSymlink(string path) => new FileInfo(path).LinkTarget is not null;
+
+    /// <summary>
+    /// The host path of <paramref name="relative"/> inside <paramref name="root"/> with every
+    /// symlink, the last component's too, resolved inside the root; null when it does not exist.
+    /// </summary>
+    public static string? ResolveInside(string root, string relative)
+    {
+        root = Path.GetFullPath(root).TrimEnd('/');
+        var pending = new Stack<string>(Enumerable.Reverse(relative.Split('/', StringSplitOptions.RemoveEmptyEntries)));
+        var resolved = new List<string>();
+        var hops = 0;
+        while (pending.Count > 0)
+        {
+            var part = pending.Pop();
+            if (part == ".")
+            {
+                continue;
+            }
+
+            if (part == "..")
+            {
+                if (resolved.Count > 0)
+                {
+                    resolved.RemoveAt(resolved.Count - 1);
+                }
+
+                continue;
+            }
+
+            var host = Path.Combine(root, string.Join('/', resolved), part);
+            if (new FileInfo(host).LinkTarget is { } target)
+            {
+                if (++hops > MaxLinkHops)
+                {
+                    return null;
+                }
+
+                if (target.StartsWith('/'))
+                {
+                    resolved.Clear();
+                }
+
+                foreach (var segment in target.Split('/', StringSplitOptions.RemoveEmptyEntries).Reverse())
+                {
+                    pending.Push(segment);
+                }
+
+                continue;
+            }
+
+            if (!Path.Exists(host))
+            {
+                return null;
+            }
+
+            resolved.Add(part);
+        }
+
+        return resolved.Count == 0 ? root : Path.Combine(root, string.Join('/', resolved));
+    }
 
     private static void RemoveAny(string path)
     {

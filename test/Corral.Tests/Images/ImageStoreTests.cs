@@ -119,6 +119,22 @@ public sealed class ImageStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task AnArchiveCannotReadHostFilesThroughSymlinks()
+    {
+        var store = new ImageStore(_temp.Combine("data"));
+        var path = _temp.Combine("links.tar");
+        using (var stream = File.Create(path))
+        using (var writer = new TarWriter(stream, TarEntryFormat.Pax))
+        {
+            writer.WriteEntry(new PaxTarEntry(TarEntryType.SymbolicLink, "manifest.json") { LinkName = "/etc/passwd" });
+        }
+
+        var ex = await Should.ThrowAsync<CorralException>(() => new ImageImporter(store).ImportAsync(path, null, TestContext.Current.CancellationToken));
+
+        ex.Message.ShouldContain("not an OCI image layout");
+    }
+
+    [Fact]
     public async Task RefusesALayoutWhoseBlobWasTamperedWith()
     {
         var store = new ImageStore(_temp.Combine("data"));

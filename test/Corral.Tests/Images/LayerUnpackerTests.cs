@@ -165,3 +165,40 @@ public sealed class LayerUnpackerTests : IDisposable
         Should.Throw<CorralException>(() => LayerUnpacker.Unpack(new MemoryStream(zstd), Target, WhiteoutMode.Delete, TestContext.Current.CancellationToken)).Message.ShouldContain("zstd");
     }
 }
+
+public sealed class LayerUnpackerSymlinkChmodTests : IDisposable
+{
+    private readonly TempDir _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    [Fact]
+    public void ADirectoryReplacedByASymlinkDoesNotGetItsModeChangedThroughIt()
+    {
+        var outside = _temp.Combine("outside");
+        Directory.CreateDirectory(outside);
+        File.SetUnixFileMode(outside, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var layer = new TarBuilder().Dir("a/", (UnixFileMode)0b111_111_111).Symlink("a", outside).Tar();
+
+        LayerUnpacker.Unpack(new MemoryStream(layer), _temp.Combine("root"), WhiteoutMode.Delete, TestContext.Current.CancellationToken);
+
+        File.GetUnixFileMode(outside).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        new FileInfo(_temp.Combine("root", "a")).LinkTarget.ShouldBe(outside);
+    }
+
+    [Fact]
+    public void ResolveInsideNeverLeavesTheRoot()
+    {
+        var root = _temp.Combine("root");
+        Directory.CreateDirectory(Path.Combine(root, "real"));
+        File.WriteAllText(Path.Combine(root, "real", "f"), "x");
+        File.CreateSymbolicLink(Path.Combine(root, "abs"), "/real");
+        File.CreateSymbolicLink(Path.Combine(root, "up"), "../../../../etc");
+        File.CreateSymbolicLink(Path.Combine(root, "passwd"), "/etc/passwd");
+
+        LayerUnpacker.ResolveInside(root, "abs/f").ShouldBe(Path.Combine(root, "real", "f"));
+        LayerUnpacker.ResolveInside(root, "up/passwd").ShouldBeNull();
+        LayerUnpacker.ResolveInside(root, "passwd").ShouldBeNull();
+        LayerUnpacker.ResolveInside(root, "../../etc/passwd").ShouldBeNull();
+    }
+}
