@@ -177,5 +177,13 @@ internal static class ImageCommands
                 task.StopTask();
             }
         }
+
+        public void OnUnpacking(Descriptor layer)
+        {
+            if (_tasks.TryGetValue(layer.Digest, out var task))
+            {
+                task.Description = $"layer {Short(layer)} (unpacking)";
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ using Xunit;
 namespace Corral.IntegrationTests.Images;
 
 /// <summary>Pull, import and run from images through the real CLI against a local registry.</summary>
+[Collection(ImageTestsCollection.Name)]
 public sealed class ImageEndToEndTests(RegistryFixture fixture) : IClassFixture<RegistryFixture>
 {
     private static Task<CorralResult> Corral(string dataDir, params string[] args) =>

@@ -54,3 +54,13 @@ public sealed class RegistryFixture : IAsyncLifetime
         }
     }
 }
+
+/// <summary>
+/// The image tests run alone: their tar, gzip and unpack I/O would otherwise share the 2-core
+/// machine with the OOM stress tests, whose timing it disturbs.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ImageTestsCollection
+{
+    public const string Name = "images";
+}

@@ -161,6 +161,7 @@ public sealed class TokenAuthFixture : IAsyncLifetime
     }
 }
 
+[Collection(ImageTestsCollection.Name)]
 public sealed class TokenAuthTests(TokenAuthFixture fixture) : IClassFixture<TokenAuthFixture>
 {
     [Fact]
