@@ -28,10 +28,4 @@ internal static partial class ImageLog
 
     [LoggerMessage(3013, LogLevel.Information, "platform selected manifest={Manifest} platform={Platform}")]
     public static partial void PlatformSelected(ILogger logger, string manifest, string platform);
-
-    [LoggerMessage(3020, LogLevel.Information, "overlay mounted target={Target} layers={Layers}")]
-    public static partial void OverlayMounted(ILogger logger, string target, int layers);
-
-    [LoggerMessage(3021, LogLevel.Warning, "overlay unmount failed target={Target} error={Error}")]
-    public static partial void OverlayUnmountFailed(ILogger logger, string target, string error);
 }
