@@ -276,7 +276,35 @@ public sealed class ImageStore
             }
         }
 
+        SweepLeftovers();
         return (blobs, layers);
+    }
+
+    /// <summary>What a process killed mid-write leaves (temp blobs, half-unpacked layers, import dirs), once it is an hour old.</summary>
+    private void SweepLeftovers()
+    {
+        var cutoff = _time.GetUtcNow().UtcDateTime - TimeSpan.FromHours(1);
+        var blobTemps = Path.Combine(Blobs.Root, "sha256");
+        if (Directory.Exists(blobTemps))
+        {
+            foreach (var file in Directory.EnumerateFiles(blobTemps, "*.tmp").Where(f => File.GetLastWriteTimeUtc(f) < cutoff).ToList())
+            {
+                File.Delete(file);
+            }
+        }
+
+        foreach (var (dir, pattern) in new[] { (LayersDir, ".tmp-*"), (Root, ".import-*") })
+        {
+            if (!Directory.Exists(dir))
+            {
+                continue;
+            }
+
+            foreach (var leftover in Directory.EnumerateDirectories(dir, pattern).Where(d => Directory.GetLastWriteTimeUtc(d) < cutoff).ToList())
+            {
+                Directory.Delete(leftover, recursive: true);
+            }
+        }
     }
 
     private void UpdateRefs(Action<RefIndex> change)

@@ -74,6 +74,30 @@ public sealed class ImageStoreTests : IDisposable
     }
 
     [Fact]
+    public void CollectingGarbageSweepsWhatACrashLeftOnceItIsOld()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        var store = new ImageStore(_temp.Combine("data"), time);
+        var tempLayer = Path.Combine(store.LayersDir, ".tmp-abc-1");
+        var tempBlob = Path.Combine(store.Blobs.Root, "sha256", "abc.1.tmp");
+        var tempImport = Path.Combine(store.Root, ".import-1");
+        Directory.CreateDirectory(tempLayer);
+        Directory.CreateDirectory(tempImport);
+        Directory.CreateDirectory(Path.GetDirectoryName(tempBlob)!);
+        File.WriteAllText(tempBlob, "x");
+
+        store.CollectGarbage();
+        Path.Exists(tempLayer).ShouldBeTrue();
+        Path.Exists(tempBlob).ShouldBeTrue();
+
+        time.Advance(TimeSpan.FromHours(2));
+        store.CollectGarbage();
+        Path.Exists(tempLayer).ShouldBeFalse();
+        Path.Exists(tempBlob).ShouldBeFalse();
+        Path.Exists(tempImport).ShouldBeFalse();
+    }
+
+    [Fact]
     public async Task ImportsADockerSaveArchive()
     {
         var store = new ImageStore(_temp.Combine("data"));
