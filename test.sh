@@ -8,7 +8,8 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 results="$here/.build/test-results"
 rm -rf "$results" && mkdir -p "$results"
 
-scripts/install-deps.sh || exit 1
+# The image tests need a local registry and skopeo to push to it (umoci for manual layouts).
+scripts/install-deps.sh docker-registry skopeo umoci || exit 1
 ./corral prepare >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
 dotnet build Corral.slnx -c Release --nologo -v q || { echo "0 passed, 1 failed"; exit 1; }
 

@@ -34,6 +34,10 @@ internal static class CorralCli
         root.Add(StatsCommand());
         root.Add(PrepareCommand());
         root.Add(SpecCommand());
+        root.Add(ImageCommands.Pull());
+        root.Add(ImageCommands.Images());
+        root.Add(ImageCommands.Rmi());
+        root.Add(ImageCommands.Import());
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

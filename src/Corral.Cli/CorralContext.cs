@@ -23,6 +23,16 @@ internal sealed record CorralContext(string StateDir, string DataDir, LogLevel L
         })
         .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
 
+    public ImageStore Images() => new(DataDir, TimeProvider.System, Loggers.CreateLogger<ImageStore>());
+
+    public ImagePuller Puller(IReadOnlyCollection<string> insecureRegistries, string? authFile)
+    {
+        var envInsecure = Environment.GetEnvironmentVariable("CORRAL_INSECURE_REGISTRIES")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [];
+        var http = new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = true, ConnectTimeout = TimeSpan.FromSeconds(15) }) { Timeout = Timeout.InfiniteTimeSpan };
+        var options = new RegistryOptions { InsecureRegistries = [.. insecureRegistries, .. envInsecure], AuthFile = authFile };
+        return new ImagePuller(Images(), new RegistryClient(http, options, Loggers.CreateLogger<RegistryClient>()), Loggers.CreateLogger<ImagePuller>());
+    }
+
     public SupervisorOptions SupervisorOptions() => new() { StateDir = StateDir };
 
     public ContainerSupervisor CreateSupervisor(SupervisorOptions? options = null)

@@ -26,11 +26,13 @@ internal static class RunCommand
         var cpus = new Option<string>("--cpus") { Description = "CPU limit in cores, fractional allowed (e.g. 0.5)" };
         var pids = new Option<string>("--pids") { Description = "Maximum number of processes" };
         var allowance = new Option<string>("--gvisor-memory-allowance") { Description = "Memory added to --memory for gVisor's own sandbox processes (default 24Mi)" };
+        var image = new Option<string>("--image") { Description = "Run from this image (pulled when missing): its layers as an overlay, its Entrypoint/Cmd/Env/WorkingDir as defaults" };
+        var pull = new Option<string>("--pull") { Description = "missing (default): pull the image when the store lacks it; always; never", DefaultValueFactory = _ => "missing" };
         var gpu = new Option<bool>("--gpu") { Description = "Give the container the host's NVIDIA GPUs (gVisor: nvproxy)" };
         var command = new Argument<string[]>("CMD") { Description = "Command and arguments, after --", Arity = ArgumentArity.ZeroOrMore };
         var run = new Command("run", "Run a command in a new container and exit with its exit code")
         {
-            runtime, rootfs, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, gpu, command,
+            runtime, rootfs, image, pull, ImageCommands.InsecureRegistry, ImageCommands.AuthFile, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, gpu, command,
         };
 
         run.SetAction(async (parse, _) =>
@@ -69,6 +71,26 @@ internal static class RunCommand
                 Limits = limits,
                 Gpu = parse.GetValue(gpu),
             };
+            if (parse.GetValue(image) is { } imageName)
+            {
+                if (parse.GetValue(rootfs) is not null)
+                {
+                    throw new CorralException("--image and --rootfs cannot be used together");
+                }
+
+                var stored = await ResolveImageAsync(ctx, parse, imageName, parse.GetValue(pull)!).ConfigureAwait(false);
+                var layers = await ctx.Images().EnsureLayersAsync(stored, CancellationToken.None).ConfigureAwait(false);
+                var config = stored.Config.Config;
+                request = request with
+                {
+                    Rootfs = stored.Ref,
+                    ImageLayers = layers,
+                    Command = Corral.Images.ImageRunDefaults.Command(config, request.Command),
+                    Env = Corral.Images.ImageRunDefaults.Env(config, request.Env),
+                    Workdir = Corral.Images.ImageRunDefaults.Workdir(config, request.Workdir),
+                };
+            }
+
             if (request.Command.Count == 0)
             {
                 throw new CorralException("no command given: corral run [options] -- CMD [ARGS...]");
@@ -80,7 +102,7 @@ internal static class RunCommand
                 throw new CorralException($"unrecognized option '{request.Command[0]}' (the command goes after --)");
             }
 
-            if (parse.GetValue(rootfs) is null)
+            if (parse.GetValue(rootfs) is null && request.ImageLayers is null)
             {
                 request = request with { Rootfs = await ctx.EnsureDefaultImageAsync(CancellationToken.None).ConfigureAwait(false) };
             }
@@ -111,6 +133,27 @@ internal static class RunCommand
             }
         });
         return run;
+    }
+
+    private static async Task<Corral.Images.StoredImage> ResolveImageAsync(CorralContext ctx, ParseResult parse, string name, string policy)
+    {
+        if (policy is not ("missing" or "always" or "never"))
+        {
+            throw new CorralException($"invalid --pull '{policy}': use missing, always or never");
+        }
+
+        var existing = policy == "always" ? null : ctx.Images().Find(name);
+        if (existing is not null)
+        {
+            return existing;
+        }
+
+        if (policy == "never")
+        {
+            throw new CorralException($"image {name} is not in the store (--pull never)");
+        }
+
+        return await ImageCommands.PullAsync(ctx, parse, Corral.Images.ImageReference.Parse(name), CancellationToken.None).ConfigureAwait(false);
     }
 
     private static long ParseMemory(string text)

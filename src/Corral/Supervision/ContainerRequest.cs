@@ -11,8 +11,14 @@ public sealed record ContainerRequest
 
     public RuntimeKind Runtime { get; init; } = RuntimeKind.Gvisor;
 
-    /// <summary>Root filesystem directory, used read-only.</summary>
+    /// <summary>Root filesystem directory, used read-only; with <see cref="ImageLayers"/>, only a name for logs.</summary>
     public required string Rootfs { get; init; }
+
+    /// <summary>
+    /// An image's unpacked layer directories, bottom first: the root filesystem is then an overlay
+    /// of them mounted in the bundle (upper and work directories there too), removed with the container.
+    /// </summary>
+    public IReadOnlyList<string>? ImageLayers { get; init; }
 
     public required IReadOnlyList<string> Command { get; init; }
 

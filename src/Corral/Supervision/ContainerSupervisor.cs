@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Corral.Cgroups;
 using Corral.Common;
+using Corral.Images;
 using Corral.Logging;
 using Corral.Oci;
 using Corral.Oom;
@@ -159,15 +160,23 @@ public sealed class ContainerSupervisor(
             throw new CorralException("no command given: corral run [options] -- CMD [ARGS...]");
         }
 
-        var rootfs = Path.GetFullPath(request.Rootfs);
-        if (!Directory.Exists(rootfs))
+        if (request.ImageLayers is { } layers)
+        {
+            if (layers.Count == 0 || layers.Any(l => !Directory.Exists(l)))
+            {
+                throw new CorralException($"image '{request.Rootfs}' has missing layers; pull it again");
+            }
+        }
+
+        var rootfs = request.ImageLayers is null ? Path.GetFullPath(request.Rootfs) : null;
+        if (rootfs is not null && !Directory.Exists(rootfs))
         {
             throw new CorralException($"rootfs '{request.Rootfs}' does not exist or is not a directory");
         }
 
         try
         {
-            _ = Directory.EnumerateFileSystemEntries(rootfs).Any();
+            _ = rootfs is null || Directory.EnumerateFileSystemEntries(rootfs).Any();
         }
         catch (Exception ex) when (ex is UnauthorizedAccessException or IOException)
         {
@@ -213,6 +222,17 @@ public sealed class ContainerSupervisor(
             _ = GpuDevices.Discover();
         }
 
+        if (rootfs is not null)
+        {
+            ValidateInRootfs(request, rootfs);
+        }
+
+        return [.. request.Command];
+    }
+
+    /// <summary>The command and working directory must exist as the container will see its root.</summary>
+    private static void ValidateInRootfs(ContainerRequest request, string rootfs)
+    {
         var path = request.Env.LastOrDefault(kv => kv.Key == "PATH").Value ?? SpecBuilder.DefaultPath;
         if (RootfsResolver.FindExecutable(rootfs, request.Command[0], path) is null)
         {
@@ -223,8 +243,6 @@ public sealed class ContainerSupervisor(
         {
             throw new CorralException($"invalid --workdir '{dir}': no such directory in the container's root filesystem");
         }
-
-        return [.. request.Command];
     }
 
     private static bool IsMountedInContainer(string dir) =>
@@ -237,11 +255,19 @@ public sealed class ContainerSupervisor(
         run.BundleDir = Path.Combine(options.StateDir, "bundles", run.Id);
         if (Directory.Exists(run.BundleDir))
         {
+            OverlayRootfs.Unmount(Path.Combine(run.BundleDir, "rootfs"));
             Directory.Delete(run.BundleDir, recursive: true);
         }
 
         Directory.CreateDirectory(run.BundleDir);
         var pidFile = Path.Combine(run.BundleDir, "init.pid");
+        var rootfsPath = Path.GetFullPath(request.Rootfs);
+        if (request.ImageLayers is { } layers)
+        {
+            run.OverlayTarget = Path.Combine(run.BundleDir, "rootfs");
+            rootfsPath = OverlayRootfs.Mount(run.BundleDir, layers);
+            ValidateInRootfs(request, rootfsPath);
+        }
 
         var cgroupLimits = request.Limits;
         if (runtime.Kind == RuntimeKind.Gvisor && cgroupLimits.MemoryBytes is { } asked)
@@ -262,7 +288,7 @@ public sealed class ContainerSupervisor(
 
         var spec = SpecBuilder.Build(new SpecInput
         {
-            RootfsPath = Path.GetFullPath(request.Rootfs),
+            RootfsPath = rootfsPath,
             Args = run.Command,
             Env = request.Env,
             Workdir = request.Workdir ?? "/",
@@ -591,6 +617,15 @@ public sealed class ContainerSupervisor(
                 }
             }
         }).ConfigureAwait(false);
+        await Step(run.Id, "overlay", () =>
+        {
+            if (run.OverlayTarget is { } overlay)
+            {
+                OverlayRootfs.Unmount(overlay);
+            }
+
+            return Task.CompletedTask;
+        }).ConfigureAwait(false);
         await Step(run.Id, "cgroup", () =>
         {
             run.Cgroup?.Remove();
@@ -636,6 +671,9 @@ public sealed class ContainerSupervisor(
         public IReadOnlyList<string> Command => command;
 
         public string? BundleDir { get; set; }
+
+        /// <summary>Where the image's overlay is mounted, once it is.</summary>
+        public string? OverlayTarget { get; set; }
 
         public IContainerCgroup? Cgroup { get; set; }
 

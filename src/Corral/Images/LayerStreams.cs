@@ -1,0 +1,175 @@
+using System.IO.Compression;
+
+namespace Corral.Images;
+
+/// <summary>Gives back bytes already read for a magic-number probe, then the rest of the stream.</summary>
+internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
+{
+    private int _offset;
+
+    public override bool CanRead => true;
+
+    public override bool CanSeek => false;
+
+    public override bool CanWrite => false;
+
+    public override long Length => throw new NotSupportedException();
+
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override int Read(Span<byte> buffer)
+    {
+        if (_offset < prefix.Length)
+        {
+            var n = Math.Min(buffer.Length, prefix.Length - _offset);
+            prefix.AsSpan(_offset, n).CopyTo(buffer);
+            _offset += n;
+            return n;
+        }
+
+        return inner.Read(buffer);
+    }
+
+    public override void Flush()
+    {
+    }
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            inner.Dispose();
+        }
+
+        base.Dispose(disposing);
+    }
+}
+
+/// <summary>GZipStream that fails on a stream cut short instead of ending quietly.</summary>
+internal sealed class StrictGZipStream(Stream compressed) : Stream
+{
+    private readonly CountingStream _counted = new(compressed);
+    private GZipStream? _gzip;
+    private long _output;
+    private bool _checked;
+
+    public override bool CanRead => true;
+
+    public override bool CanSeek => false;
+
+    public override bool CanWrite => false;
+
+    public override long Length => throw new NotSupportedException();
+
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override int Read(Span<byte> buffer)
+    {
+        _gzip ??= new GZipStream(_counted, CompressionMode.Decompress, leaveOpen: true);
+        var n = _gzip.Read(buffer);
+        _output += n;
+        if (n == 0 && buffer.Length > 0 && !_checked)
+        {
+            // .NET ends a truncated stream without an error: the trailer's ISIZE (the uncompressed
+            // length mod 2^32, last four bytes) must match what came out.
+            _checked = true;
+            if (!_counted.TailIsComplete || _counted.TailLength != (uint)_output)
+            {
+                throw new InvalidDataException("the gzip stream is truncated (its trailer does not match the data)");
+            }
+        }
+
+        return n;
+    }
+
+    public override void Flush()
+    {
+    }
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _gzip?.Dispose();
+            _counted.Dispose();
+        }
+
+        base.Dispose(disposing);
+    }
+
+    private sealed class CountingStream(Stream inner) : Stream
+    {
+        private readonly byte[] _tail = new byte[8];
+        private long _total;
+
+        public bool TailIsComplete => _total >= 8;
+
+        /// <summary>The last four bytes read, little-endian.</summary>
+        public uint TailLength => BitConverter.ToUInt32(_tail, 4);
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => false;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            var n = inner.Read(buffer);
+            if (n >= 8)
+            {
+                buffer.Slice(n - 8, 8).CopyTo(_tail);
+            }
+            else if (n > 0)
+            {
+                Array.Copy(_tail, n, _tail, 0, 8 - n);
+                buffer[..n].CopyTo(_tail.AsSpan(8 - n));
+            }
+
+            _total += n;
+            return n;
+        }
+
+        public override void Flush()
+        {
+        }
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                inner.Dispose();
+            }
+
+            base.Dispose(disposing);
+        }
+    }
+}
