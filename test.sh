@@ -16,7 +16,7 @@ dotnet build Corral.slnx -c Release --nologo -v q || { echo "0 passed, 1 failed"
 status=0
 for project in Corral.Tests Corral.IntegrationTests; do
   echo "== $project"
-  "test/$project/bin/Release/net10.0/$project" -xml "$results/$project.xml" "$@" || status=1
+  "test/$project/bin/Release/net10.0/$project" -result-xml "$results/$project.xml" "$@" || status=1
 done
 
 python3 - "$results" <<'PY'
