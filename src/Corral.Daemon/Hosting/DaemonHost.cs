@@ -123,7 +123,10 @@ public static class DaemonHost
         builder.Services.AddSingleton<SandboxRegistry>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxRegistry>());
         builder.Services.AddGrpc();
-        builder.Services.AddGrpcHealthChecks();
+        builder.Services.AddGrpcHealthChecks().AddCheck<SandboxRegistryHealthCheck>("sandboxes");
+
+        // Answer health checks from a fresh check, not from the periodic publisher's first (late) run.
+        builder.Services.Configure<Grpc.AspNetCore.HealthChecks.GrpcHealthChecksOptions>(o => o.UseHealthChecksCache = false);
 
         var app = builder.Build();
         app.MapGrpcService<SandboxesService>();

@@ -47,6 +47,8 @@ public sealed class SandboxRegistry(
 
     public int Count => _sandboxes.Count;
 
+    public bool IsStopping => _stopping;
+
     public Sandbox Create(ContainerRequest request, IReadOnlyDictionary<string, string> labels)
     {
         if (_stopping)
