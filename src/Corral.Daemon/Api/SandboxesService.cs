@@ -4,13 +4,12 @@ using Corral.Daemon.Sandboxes;
 using Corral.Runtimes;
 using Corral.Supervision;
 using Grpc.Core;
-using Microsoft.Extensions.Hosting;
 using Proto = Corral.Protocol.V1;
 
 namespace Corral.Daemon.Api;
 
 /// <summary>The gRPC face of <see cref="SandboxRegistry"/>: turns its refusals into statuses a caller can act on.</summary>
-internal sealed class SandboxesService(SandboxRegistry registry, EventHub events, IHostApplicationLifetime lifetime) : Proto.Sandboxes.SandboxesBase
+internal sealed class SandboxesService(SandboxRegistry registry, EventHub events) : Proto.Sandboxes.SandboxesBase
 {
     private static readonly TimeSpan DefaultGrace = TimeSpan.FromSeconds(10);
 
@@ -77,21 +76,17 @@ internal sealed class SandboxesService(SandboxRegistry registry, EventHub events
     public override Task Logs(Proto.LogsRequest request, IServerStreamWriter<Proto.LogChunk> responseStream, ServerCallContext context) => Guard(async () =>
     {
         var sandbox = registry.Get(request.Id);
-        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
         try
         {
-            await foreach (var (stream, data) in sandbox.Log.ReadAsync(request.Follow, cancel.Token).ConfigureAwait(false))
+            // A followed log ends when the sandbox does; at shutdown the daemon ends every sandbox first.
+            await foreach (var (stream, data) in sandbox.Log.ReadAsync(request.Follow, context.CancellationToken).ConfigureAwait(false))
             {
-                await responseStream.WriteAsync(ProtoMapping.ToProto(stream, data), cancel.Token).ConfigureAwait(false);
+                await responseStream.WriteAsync(ProtoMapping.ToProto(stream, data), context.CancellationToken).ConfigureAwait(false);
             }
         }
         catch (FileNotFoundException)
         {
             throw new SandboxException(SandboxErrorKind.NotFound, $"no such sandbox: {request.Id}");
-        }
-        catch (OperationCanceledException) when (lifetime.ApplicationStopping.IsCancellationRequested)
-        {
-            // The daemon stops: the stream ends.
         }
 
         return true;
@@ -99,17 +94,10 @@ internal sealed class SandboxesService(SandboxRegistry registry, EventHub events
 
     public override Task Events(Proto.EventsRequest request, IServerStreamWriter<Proto.Event> responseStream, ServerCallContext context) => Guard(async () =>
     {
-        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
-        try
+        // Followed events end when the daemon stops, after the exits of the sandboxes it stopped.
+        await foreach (var e in events.ReadAsync(request.Follow, context.CancellationToken).ConfigureAwait(false))
         {
-            await foreach (var e in events.ReadAsync(request.Follow, cancel.Token).ConfigureAwait(false))
-            {
-                await responseStream.WriteAsync(e.ToProto(), cancel.Token).ConfigureAwait(false);
-            }
-        }
-        catch (OperationCanceledException) when (lifetime.ApplicationStopping.IsCancellationRequested)
-        {
-            // The daemon stops: the stream ends.
+            await responseStream.WriteAsync(e.ToProto(), context.CancellationToken).ConfigureAwait(false);
         }
 
         return true;

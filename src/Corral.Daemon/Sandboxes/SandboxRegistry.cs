@@ -36,7 +36,7 @@ public sealed class SandboxRegistry(
     ContainerSupervisor supervisor,
     EventHub events,
     TimeProvider time,
-    ILogger<SandboxRegistry> logger) : IHostedService
+    ILogger<SandboxRegistry> logger) : IHostedLifecycleService
 {
     private readonly DaemonOptions _options = options.Value;
     private readonly EventHub _events = events;
@@ -195,8 +195,19 @@ public sealed class SandboxRegistry(
         return Task.CompletedTask;
     }
 
-    /// <summary>Stops every running sandbox (SIGTERM, SIGKILL after the grace) and waits until each is cleaned up.</summary>
-    public async Task StopAsync(CancellationToken cancellationToken)
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
+    /// Before the server stops: every running sandbox gets SIGTERM, then SIGKILL after the grace, and
+    /// is cleaned up, so calls waiting on them (Wait, Logs, Events) get their answers and end.
+    /// </summary>
+    public async Task StoppingAsync(CancellationToken cancellationToken)
     {
         _stopping = true;
         var running = _sandboxes.Values.Where(s => s.Completion is { IsCompleted: false }).ToList();
