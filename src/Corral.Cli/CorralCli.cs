@@ -26,7 +26,7 @@ internal static class CorralCli
     {
         var root = new RootCommand("Corral: run commands in runc or gVisor containers and know exactly how they ended.")
         {
-            StateDir, DataDir, LogLevelOption, RuncPath, RunscPath, RunscPlatform,
+            StateDir, DataDir, LogLevelOption, RuncPath, RunscPath, RunscPlatform, DaemonCommands.Host,
         };
         root.Add(RunCommand.Create());
         root.Add(KillCommand());
@@ -34,6 +34,10 @@ internal static class CorralCli
         root.Add(StatsCommand());
         root.Add(PrepareCommand());
         root.Add(SpecCommand());
+        foreach (var command in DaemonCommands.Create())
+        {
+            root.Add(command);
+        }
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
@@ -50,6 +54,10 @@ internal static class CorralCli
         catch (CorralException ex)
         {
             return Fail(ex);
+        }
+        catch (Grpc.Core.RpcException ex)
+        {
+            return DaemonCommands.Fail(ex);
         }
     }
 
