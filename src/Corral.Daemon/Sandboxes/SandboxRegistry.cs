@@ -147,6 +147,13 @@ public sealed class SandboxRegistry(
             throw new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {id} has already ended");
         }
 
+        if (sandbox.Record.Status == SandboxStatus.Created)
+        {
+            // The runtime has no container to signal yet: stop the run itself (it kills what it started).
+            await sandbox.Stop.CancelAsync().ConfigureAwait(false);
+            return;
+        }
+
         try
         {
             await supervisor.KillAsync(id, signal, grace, cancellationToken).ConfigureAwait(false);

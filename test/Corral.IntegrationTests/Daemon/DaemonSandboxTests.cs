@@ -107,8 +107,8 @@ public sealed class DaemonSandboxTests(DaemonFixture fixture)
     public async Task KillEscalatesToSigkillAfterTheGrace(string runtime)
     {
         // SIGTERM ignored (inherited through exec): only the SIGKILL after the grace ends it.
-        var id = await CreateAsync(runtime, ["sh", "-c", "trap '' TERM; sleep 600"]);
-        await WaitForStateAsync(id, SandboxState.Running);
+        var id = await CreateAsync(runtime, ["sh", "-c", "trap '' TERM; echo ready; exec sleep 600"]);
+        await WaitForOutputAsync(id, "ready");
 
         var watch = Stopwatch.StartNew();
         await fixture.Client.KillAsync(id, "TERM", TimeSpan.FromSeconds(1), Ct);
@@ -154,6 +154,49 @@ public sealed class DaemonSandboxTests(DaemonFixture fixture)
         await sandbox.DisposeAsync();
         (await Should.ThrowAsync<RpcException>(() => fixture.Client.InspectAsync(sandbox.Id, Ct))).StatusCode.ShouldBe(StatusCode.NotFound);
         (await TestHost.LeaksAsync(sandbox.Id)).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task TimeoutKillsTheSandboxAndSaysSo()
+    {
+        var id = await CreateAsync("runc", ["sleep", "60"], r => r.Timeout = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromSeconds(1)));
+
+        var exit = await fixture.Client.WaitAsync(id, Ct);
+
+        exit.TimedOut.ShouldBeTrue();
+        exit.ExitCode.ShouldBe(137);
+        exit.DurationMs.ShouldBeLessThan(10_000);
+        var kill = await Should.ThrowAsync<RpcException>(() => fixture.Client.KillAsync(id, "KILL", null, Ct));
+        kill.StatusCode.ShouldBe(StatusCode.FailedPrecondition);
+        await fixture.Client.RemoveAsync(id, Ct);
+    }
+
+    [Fact]
+    public async Task ANameInUseIsAlreadyExists()
+    {
+        var name = fixture.Track(TestHost.NewId("dup"));
+        await using var first = await fixture.Client.StartAsync(Request("runc", ["sleep", "600"], r => r.Name = name), Ct);
+        first.Id.ShouldBe(name);
+        await WaitForStateAsync(name, SandboxState.Running);
+
+        var ex = await Should.ThrowAsync<RpcException>(() => fixture.Client.CreateAsync(Request("runc", ["true"], r => r.Name = name), Ct));
+
+        ex.StatusCode.ShouldBe(StatusCode.AlreadyExists);
+        (await first.InspectAsync(Ct)).State.ShouldBe(SandboxState.Running);
+    }
+
+    [Fact]
+    public async Task KillBeforeTheRuntimeStartedItEndsTheRun()
+    {
+        var id = await CreateAsync("gvisor", ["sleep", "600"]);
+
+        await fixture.Client.KillAsync(id, "KILL", TimeSpan.Zero, Ct);
+        var exit = await fixture.Client.WaitAsync(id, Ct).WaitAsync(TimeSpan.FromSeconds(30), Ct);
+
+        // Before the runtime reported the pid the run is stopped (SIGTERM, then SIGKILL); after, SIGKILL is sent.
+        exit.ExitCode.ShouldBeOneOf(137, 143);
+        await fixture.Client.RemoveAsync(id, Ct);
+        (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
     }
 
     [Fact]

@@ -18,7 +18,7 @@ public sealed class DaemonShutdownTests
         var rootfs = await TestHost.RootfsAsync();
         await using var daemon = await DaemonProcess.StartAsync();
         var ids = new List<string>();
-        foreach (var (runtime, command) in new[] { ("runc", new[] { "sleep", "600" }), ("gvisor", new[] { "sh", "-c", "trap '' TERM; sleep 600" }) })
+        foreach (var (runtime, command) in new[] { ("runc", new[] { "sleep", "600" }), ("gvisor", new[] { "sh", "-c", "trap '' TERM; exec sleep 600" }) })
         {
             ids.Add(await daemon.Client.CreateAsync(DaemonSandboxTests.Request(runtime, command, rootfs: rootfs), Ct));
         }
