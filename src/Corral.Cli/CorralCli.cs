@@ -26,7 +26,7 @@ internal static class CorralCli
     {
         var root = new RootCommand("Corral: run commands in runc or gVisor containers and know exactly how they ended.")
         {
-            StateDir, DataDir, LogLevelOption, RuncPath, RunscPath, RunscPlatform,
+            StateDir, DataDir, LogLevelOption, RuncPath, RunscPath, RunscPlatform, DaemonCommands.Host,
         };
         root.Add(RunCommand.Create());
         root.Add(KillCommand());
@@ -38,6 +38,10 @@ internal static class CorralCli
         root.Add(ImageCommands.Images());
         root.Add(ImageCommands.Rmi());
         root.Add(ImageCommands.Import());
+        foreach (var command in DaemonCommands.Create())
+        {
+            root.Add(command);
+        }
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
@@ -54,6 +58,10 @@ internal static class CorralCli
         catch (CorralException ex)
         {
             return Fail(ex);
+        }
+        catch (Grpc.Core.RpcException ex)
+        {
+            return DaemonCommands.Fail(ex);
         }
     }
 

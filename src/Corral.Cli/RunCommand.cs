@@ -29,10 +29,12 @@ internal static class RunCommand
         var image = new Option<string>("--image") { Description = "Run from this image (pulled when missing): its layers as an overlay, its Entrypoint/Cmd/Env/WorkingDir as defaults" };
         var pull = new Option<string>("--pull") { Description = "missing (default): pull the image when the store lacks it; always; never", DefaultValueFactory = _ => "missing" };
         var gpu = new Option<bool>("--gpu") { Description = "Give the container the host's NVIDIA GPUs (gVisor: nvproxy)" };
+        var detach = new Option<bool>("--detach", "-d") { Description = "Run it in the daemon (`corral serve`, see --host) and print its id" };
+        var labels = new Option<string[]>("--label", "-l") { Description = "Label K=V for the daemon's List (repeatable; with -d)", AllowMultipleArgumentsPerToken = false };
         var command = new Argument<string[]>("CMD") { Description = "Command and arguments, after --", Arity = ArgumentArity.ZeroOrMore };
         var run = new Command("run", "Run a command in a new container and exit with its exit code")
         {
-            runtime, rootfs, image, pull, ImageCommands.InsecureRegistry, ImageCommands.AuthFile, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, gpu, command,
+            runtime, rootfs, image, pull, ImageCommands.InsecureRegistry, ImageCommands.AuthFile, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, gpu, detach, labels, command,
         };
 
         run.SetAction(async (parse, _) =>
@@ -107,6 +109,20 @@ internal static class RunCommand
                 request = request with { Rootfs = await ctx.EnsureDefaultImageAsync(CancellationToken.None).ConfigureAwait(false) };
             }
 
+            if (parse.GetValue(detach))
+            {
+                if (resultPath is not null || parse.GetValue(startTimeout) is not null || parse.GetValue(allowance) is not null || request.Gpu || request.ImageLayers is not null)
+                {
+                    throw new CorralException("--result-file, --start-timeout, --gvisor-memory-allowance, --gpu and --image are not available with -d yet: use `corral wait ID` for the exit record");
+                }
+
+                return await DaemonCommands.RunDetachedAsync(parse, ToCreateRequest(request, (parse.GetValue(labels) ?? []).Select(ParseLabel)), CancellationToken.None).ConfigureAwait(false);
+            }
+            else if (parse.GetValue(labels) is { Length: > 0 })
+            {
+                throw new CorralException("--label needs -d: labels belong to daemon sandboxes");
+            }
+
             var options = ctx.SupervisorOptions();
             if (parse.GetValue(startTimeout) is { } st)
             {
@@ -154,6 +170,43 @@ internal static class RunCommand
         }
 
         return await ImageCommands.PullAsync(ctx, parse, Corral.Images.ImageReference.Parse(name), CancellationToken.None).ConfigureAwait(false);
+    }
+
+    private static Protocol.V1.CreateRequest ToCreateRequest(ContainerRequest request, IEnumerable<KeyValuePair<string, string>> labels)
+    {
+        var create = new Protocol.V1.CreateRequest
+        {
+            Rootfs = Path.GetFullPath(request.Rootfs),
+            Runtime = request.Runtime == RuntimeKind.Runc ? Protocol.V1.Runtime.Runc : Protocol.V1.Runtime.Gvisor,
+            Workdir = request.Workdir ?? string.Empty,
+            Name = request.Id ?? string.Empty,
+            Cpus = request.Limits.Cpus ?? 0,
+            MemoryBytes = request.Limits.MemoryBytes ?? 0,
+            Pids = request.Limits.Pids ?? 0,
+        };
+        create.Command.AddRange(request.Command);
+        foreach (var (key, value) in request.Env)
+        {
+            create.Env[key] = value;
+        }
+
+        foreach (var (key, value) in labels)
+        {
+            create.Labels[key] = value;
+        }
+
+        if (request.Timeout is { } timeout)
+        {
+            create.Timeout = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(timeout);
+        }
+
+        return create;
+    }
+
+    private static KeyValuePair<string, string> ParseLabel(string text)
+    {
+        var eq = text.IndexOf('=', StringComparison.Ordinal);
+        return eq > 0 ? new(text[..eq], text[(eq + 1)..]) : throw new CorralException($"invalid --label '{text}': expected KEY=VALUE");
     }
 
     private static long ParseMemory(string text)

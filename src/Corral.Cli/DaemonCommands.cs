@@ -1,0 +1,147 @@
+using System.CommandLine;
+using System.Globalization;
+using Corral.Client;
+using Corral.Common;
+using Corral.Protocol.V1;
+using Google.Protobuf;
+using Grpc.Core;
+
+namespace Corral.Cli;
+
+/// <summary>Commands that go through a running daemon (`corral serve`) instead of supervising here.</summary>
+internal static class DaemonCommands
+{
+    public static readonly Option<string> Host = new("--host", "-H") { Description = "Daemon address, unix://PATH (default unix:///run/corral/corral.sock, or $CORRAL_HOST)", Recursive = true };
+
+    private static readonly JsonFormatter Json = new(JsonFormatter.Settings.Default.WithIndentation().WithFormatDefaultValues(false));
+
+    public static CorralClient Connect(ParseResult parse)
+    {
+        var host = parse.GetValue(Host) ?? Environment.GetEnvironmentVariable("CORRAL_HOST") ?? "unix://" + CorralClient.DefaultSocketPath;
+        if (!host.StartsWith("unix://", StringComparison.Ordinal) || host.Length <= "unix://".Length)
+        {
+            throw new CorralException($"invalid --host '{host}': use unix:///path/to/corral.sock");
+        }
+
+        return CorralClient.Connect(host["unix://".Length..]);
+    }
+
+    /// <summary>A daemon's refusal as one line and the exit code a script can test.</summary>
+    public static int Fail(RpcException ex)
+    {
+        var message = ex.StatusCode == StatusCode.Unavailable
+            ? $"cannot reach the daemon: {ex.Status.Detail} (is `corral serve` running? see --host)"
+            : ex.Status.Detail;
+        Console.Error.WriteLine($"corral: {message}");
+        return ex.StatusCode == StatusCode.NotFound ? 1 : CorralExitCodes.CorralError;
+    }
+
+    public static async Task<int> RunDetachedAsync(ParseResult parse, CreateRequest request, CancellationToken cancellationToken)
+    {
+        using var client = Connect(parse);
+        Console.WriteLine(await client.CreateAsync(request, cancellationToken).ConfigureAwait(false));
+        return 0;
+    }
+
+    public static IEnumerable<Command> Create()
+    {
+        yield return Inspect();
+        yield return Logs();
+        yield return Wait();
+        yield return Remove();
+        yield return Events();
+    }
+
+    private static Command Inspect()
+    {
+        var id = new Argument<string>("ID") { Description = "Sandbox id" };
+        var command = new Command("inspect", "A daemon sandbox's state and, once it ended, its exit record (JSON)") { id };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var client = Connect(parse);
+            Console.WriteLine(Json.Format(await client.InspectAsync(parse.GetValue(id)!, ct).ConfigureAwait(false)));
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Logs()
+    {
+        var id = new Argument<string>("ID") { Description = "Sandbox id" };
+        var follow = new Option<bool>("--follow", "-f") { Description = "Keep printing until the sandbox ended" };
+        var command = new Command("logs", "A daemon sandbox's stdout and stderr, to this stdout and stderr") { id, follow };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var client = Connect(parse);
+            await using var stdout = Console.OpenStandardOutput();
+            await using var stderr = Console.OpenStandardError();
+            await foreach (var chunk in client.LogsAsync(parse.GetValue(id)!, parse.GetValue(follow), ct).ConfigureAwait(false))
+            {
+                var sink = chunk.Stream == LogStream.Stderr ? stderr : stdout;
+                await sink.WriteAsync(chunk.Data.Memory, ct).ConfigureAwait(false);
+                await sink.FlushAsync(ct).ConfigureAwait(false);
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Wait()
+    {
+        var id = new Argument<string>("ID") { Description = "Sandbox id" };
+        var command = new Command("wait", "Wait until a daemon sandbox ended; print its exit record and exit with its exit code") { id };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var client = Connect(parse);
+            var exit = await client.WaitAsync(parse.GetValue(id)!, ct).ConfigureAwait(false);
+            Console.WriteLine(Json.Format(exit));
+            return exit.ExitCode;
+        });
+        return command;
+    }
+
+    private static Command Remove()
+    {
+        var id = new Argument<string>("ID") { Description = "Sandbox id" };
+        var command = new Command("rm", "Remove an ended daemon sandbox: its record and logs") { id };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var client = Connect(parse);
+            await client.RemoveAsync(parse.GetValue(id)!, ct).ConfigureAwait(false);
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Events()
+    {
+        var follow = new Option<bool>("--follow", "-f") { Description = "Keep printing live events until interrupted" };
+        var command = new Command("events", "The daemon's sandbox events, one line each: time, type, id, detail") { follow };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var client = Connect(parse);
+            try
+            {
+                await foreach (var e in client.EventsAsync(parse.GetValue(follow), ct).ConfigureAwait(false))
+                {
+                    var detail = e.Type switch
+                    {
+                        EventType.Started => $"pid={e.Pid}",
+                        EventType.Exited => $"exit_code={e.Exit.ExitCode}" + (e.Exit.OomKilled ? " oom_killed=true" : string.Empty),
+                        _ => e.Detail,
+                    };
+                    var type = e.Type.ToString().ToLowerInvariant();
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{e.At.ToDateTimeOffset():yyyy-MM-ddTHH:mm:ss.fffZ} {type} {e.Id} {detail}").TrimEnd());
+                }
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
+            {
+                // Interrupted while following.
+            }
+
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,159 @@
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Grpc.Health.V1;
+using Grpc.Net.Client;
+using Corral.Protocol.V1;
+
+namespace Corral.Client;
+
+/// <summary>
+/// A connection to a Corral daemon on its Unix socket. Failures surface as <see cref="RpcException"/>
+/// with the daemon's status: NotFound, InvalidArgument, FailedPrecondition, AlreadyExists, Unavailable.
+/// </summary>
+public sealed class CorralClient : IAsyncDisposable, IDisposable
+{
+    public const string DefaultSocketPath = "/run/corral/corral.sock";
+
+    private readonly GrpcChannel _channel;
+
+    private CorralClient(GrpcChannel channel, string socketPath)
+    {
+        _channel = channel;
+        SocketPath = socketPath;
+        Raw = new Sandboxes.SandboxesClient(channel);
+        Health = new Health.HealthClient(channel);
+    }
+
+    public string SocketPath { get; }
+
+    /// <summary>The generated client, for calls this wrapper does not cover.</summary>
+    public Sandboxes.SandboxesClient Raw { get; }
+
+    public Health.HealthClient Health { get; }
+
+    /// <summary>Connects lazily: the first call opens the socket.</summary>
+    public static CorralClient Connect(string socketPath = DefaultSocketPath)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(socketPath);
+        var endpoint = new UnixDomainSocketEndPoint(socketPath);
+        var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (_, cancellationToken) =>
+            {
+                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                try
+                {
+                    await socket.ConnectAsync(endpoint, cancellationToken).ConfigureAwait(false);
+                    return new NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            },
+            EnableMultipleHttp2Connections = true,
+        };
+
+        // The authority is not used on a Unix socket; HTTP/2 without TLS needs an http:// address.
+        var channel = GrpcChannel.ForAddress("http://corral", new GrpcChannelOptions
+        {
+            HttpHandler = handler,
+            DisposeHttpClient = true,
+            MaxReceiveMessageSize = 16 << 20,
+        });
+        return new CorralClient(channel, socketPath);
+    }
+
+    /// <summary>True when the daemon answers and reports SERVING.</summary>
+    public async Task<bool> IsServingAsync(CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            var response = await Health.CheckAsync(new HealthCheckRequest(), cancellationToken: cancellationToken).ConfigureAwait(false);
+            return response.Status == HealthCheckResponse.Types.ServingStatus.Serving;
+        }
+        catch (RpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.Internal)
+        {
+            return false;
+        }
+    }
+
+    public async Task<string> CreateAsync(CreateRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var response = await Raw.CreateAsync(request, cancellationToken: cancellationToken).ConfigureAwait(false);
+        return response.Id;
+    }
+
+    /// <summary>Creates a sandbox and returns a handle that kills and removes it when disposed.</summary>
+    public async Task<Sandbox> StartAsync(CreateRequest request, CancellationToken cancellationToken = default) =>
+        new(this, await CreateAsync(request, cancellationToken).ConfigureAwait(false));
+
+    public async Task<ExitRecord> WaitAsync(string id, CancellationToken cancellationToken = default) =>
+        await Raw.WaitAsync(new WaitRequest { Id = id }, cancellationToken: cancellationToken).ConfigureAwait(false);
+
+    /// <summary>Sends <paramref name="signal"/>, then SIGKILL if the sandbox still lives after <paramref name="grace"/>; returns when it is dead or the grace passed.</summary>
+    public async Task KillAsync(string id, string signal = "TERM", TimeSpan? grace = null, CancellationToken cancellationToken = default)
+    {
+        var request = new KillRequest { Id = id, Signal = signal };
+        if (grace is { } g)
+        {
+            request.Grace = Duration.FromTimeSpan(g);
+        }
+
+        await Raw.KillAsync(request, cancellationToken: cancellationToken).ConfigureAwait(false);
+    }
+
+    public async Task RemoveAsync(string id, CancellationToken cancellationToken = default) =>
+        await Raw.RemoveAsync(new RemoveRequest { Id = id }, cancellationToken: cancellationToken).ConfigureAwait(false);
+
+    public async Task<SandboxInfo> InspectAsync(string id, CancellationToken cancellationToken = default) =>
+        await Raw.InspectAsync(new InspectRequest { Id = id }, cancellationToken: cancellationToken).ConfigureAwait(false);
+
+    public async Task<IReadOnlyList<SandboxInfo>> ListAsync(
+        IReadOnlyDictionary<string, string>? labelSelector = null,
+        IEnumerable<SandboxState>? states = null,
+        CancellationToken cancellationToken = default)
+    {
+        var request = new ListRequest();
+        foreach (var (key, value) in labelSelector ?? new Dictionary<string, string>())
+        {
+            request.LabelSelector[key] = value;
+        }
+
+        request.States.AddRange(states ?? []);
+        var response = await Raw.ListAsync(request, cancellationToken: cancellationToken).ConfigureAwait(false);
+        return response.Sandboxes;
+    }
+
+    /// <summary>The sandbox's output in write order; with <paramref name="follow"/>, until it ended.</summary>
+    public async IAsyncEnumerable<LogChunk> LogsAsync(string id, bool follow = false, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        using var call = Raw.Logs(new LogsRequest { Id = id, Follow = follow }, cancellationToken: cancellationToken);
+        await foreach (var chunk in call.ResponseStream.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        {
+            yield return chunk;
+        }
+    }
+
+    /// <summary>Every event the daemon kept, then live ones with <paramref name="follow"/> until cancelled.</summary>
+    public async IAsyncEnumerable<Event> EventsAsync(bool follow = false, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        using var call = Raw.Events(new EventsRequest { Follow = follow }, cancellationToken: cancellationToken);
+        await foreach (var e in call.ResponseStream.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        {
+            yield return e;
+        }
+    }
+
+    public void Dispose() => _channel.Dispose();
+
+    public ValueTask DisposeAsync()
+    {
+        _channel.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

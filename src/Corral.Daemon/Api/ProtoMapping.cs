@@ -1,0 +1,139 @@
+using Corral.Daemon.Sandboxes;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Proto = Corral.Protocol.V1;
+
+namespace Corral.Daemon.Api;
+
+/// <summary>Between the daemon's records and their wire form.</summary>
+internal static class ProtoMapping
+{
+    public static Proto.ExitRecord ToProto(this Corral.Supervision.ExitRecord exit)
+    {
+        var message = new Proto.ExitRecord
+        {
+            Id = exit.Id,
+            Runtime = exit.Runtime,
+            ExitCode = exit.ExitCode,
+            StartedAt = Timestamp.FromDateTimeOffset(exit.StartedAt),
+            ExitedAt = Timestamp.FromDateTimeOffset(exit.ExitedAt),
+            DurationMs = exit.DurationMs,
+            TimedOut = exit.TimedOut,
+            OomKilled = exit.OomKilled,
+            OomKills = exit.OomKills,
+            OomLikely = exit.OomLikely,
+            StdoutTail = exit.StdoutTail,
+            StderrTail = exit.StderrTail,
+        };
+        message.Command.AddRange(exit.Command);
+        if (exit.Signal is { } signal)
+        {
+            message.Signal = signal;
+        }
+
+        if (exit.Pid is { } pid)
+        {
+            message.Pid = pid;
+        }
+
+        if (exit.OomReason is { } reason)
+        {
+            message.OomReason = reason;
+        }
+
+        if (exit.OomStrategy is { } strategy)
+        {
+            message.OomStrategy = strategy;
+        }
+
+        if (exit.MemoryLimitBytes is { } limit)
+        {
+            message.MemoryLimitBytes = limit;
+        }
+
+        if (exit.PeakMemoryBytes is { } peak)
+        {
+            message.PeakMemoryBytes = peak;
+        }
+
+        if (exit.CpuUsageNs is { } cpu)
+        {
+            message.CpuUsageNs = cpu;
+        }
+
+        message.OomEvents.AddRange(exit.OomEvents.Select(e => new Proto.OomEventRecord
+        {
+            Kind = e.Kind,
+            At = Timestamp.FromDateTimeOffset(e.At),
+            OomKills = e.OomKills,
+            Detail = e.Detail,
+        }));
+        return message;
+    }
+
+    public static Proto.SandboxInfo ToProto(this Sandbox sandbox)
+    {
+        var record = sandbox.Record;
+        var info = new Proto.SandboxInfo
+        {
+            Id = record.Id,
+            State = record.Status.ToProto(),
+            Runtime = record.Runtime,
+            CreatedAt = Timestamp.FromDateTimeOffset(record.CreatedAt),
+            Pid = record.Pid ?? 0,
+            Error = record.Error ?? string.Empty,
+        };
+        info.Command.AddRange(record.Command);
+        foreach (var (key, value) in record.Labels)
+        {
+            info.Labels[key] = value;
+        }
+        if (sandbox.Exit is { } exit && record.Status == SandboxStatus.Exited)
+        {
+            info.Exit = exit.ToProto();
+        }
+
+        return info;
+    }
+
+    public static Proto.SandboxState ToProto(this SandboxStatus status) => status switch
+    {
+        SandboxStatus.Created => Proto.SandboxState.Created,
+        SandboxStatus.Running => Proto.SandboxState.Running,
+        SandboxStatus.Exited => Proto.SandboxState.Exited,
+        _ => Proto.SandboxState.Failed,
+    };
+
+    public static Proto.Event ToProto(this SandboxEvent e)
+    {
+        var message = new Proto.Event
+        {
+            Sequence = e.Sequence,
+            Type = e.Type switch
+            {
+                SandboxEventType.Created => Proto.EventType.Created,
+                SandboxEventType.Started => Proto.EventType.Started,
+                SandboxEventType.Oom => Proto.EventType.Oom,
+                SandboxEventType.Exited => Proto.EventType.Exited,
+                SandboxEventType.Removed => Proto.EventType.Removed,
+                _ => Proto.EventType.Failed,
+            },
+            Id = e.Id,
+            At = Timestamp.FromDateTimeOffset(e.At),
+            Pid = e.Pid ?? 0,
+            Detail = e.Detail ?? string.Empty,
+        };
+        if (e.Exit is { } exit)
+        {
+            message.Exit = exit.ToProto();
+        }
+
+        return message;
+    }
+
+    public static Proto.LogChunk ToProto(OutputStream stream, byte[] data) => new()
+    {
+        Stream = stream == OutputStream.Stdout ? Proto.LogStream.Stdout : Proto.LogStream.Stderr,
+        Data = UnsafeByteOperations.UnsafeWrap(data),
+    };
+}

@@ -1,0 +1,171 @@
+using Corral.Cgroups;
+using Corral.Common;
+using Corral.Daemon.Sandboxes;
+using Corral.Runtimes;
+using Corral.Supervision;
+using Grpc.Core;
+using Proto = Corral.Protocol.V1;
+
+namespace Corral.Daemon.Api;
+
+/// <summary>The gRPC face of <see cref="SandboxRegistry"/>: turns its refusals into statuses a caller can act on.</summary>
+internal sealed class SandboxesService(SandboxRegistry registry, EventHub events) : Proto.Sandboxes.SandboxesBase
+{
+    private static readonly TimeSpan DefaultGrace = TimeSpan.FromSeconds(10);
+
+    public override Task<Proto.CreateResponse> Create(Proto.CreateRequest request, ServerCallContext context) => Guard(() =>
+    {
+        var sandbox = registry.Create(ToRequest(request), request.Labels.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
+        return Task.FromResult(new Proto.CreateResponse { Id = sandbox.Id });
+    });
+
+    public override Task<Proto.ExitRecord> Wait(Proto.WaitRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var exit = await registry.WaitAsync(request.Id, context.CancellationToken).ConfigureAwait(false);
+        return exit.ToProto();
+    });
+
+    public override Task<Proto.KillResponse> Kill(Proto.KillRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var signalText = string.IsNullOrEmpty(request.Signal) ? "TERM" : request.Signal;
+        if (!Signals.TryParse(signalText, out var signal))
+        {
+            throw new CorralException($"invalid signal '{request.Signal}': use a name (TERM, KILL, SIGINT) or a number");
+        }
+
+        var grace = request.Grace?.ToTimeSpan() ?? DefaultGrace;
+        if (grace < TimeSpan.Zero)
+        {
+            throw new CorralException("invalid grace: must not be negative");
+        }
+
+        await registry.KillAsync(request.Id, signal, grace, context.CancellationToken).ConfigureAwait(false);
+        return new Proto.KillResponse();
+    });
+
+    public override Task<Proto.RemoveResponse> Remove(Proto.RemoveRequest request, ServerCallContext context) => Guard(() =>
+    {
+        registry.Remove(request.Id);
+        return Task.FromResult(new Proto.RemoveResponse());
+    });
+
+    public override Task<Proto.SandboxInfo> Inspect(Proto.InspectRequest request, ServerCallContext context) =>
+        Guard(() => Task.FromResult(registry.Get(request.Id).ToProto()));
+
+    public override Task<Proto.ListResponse> List(Proto.ListRequest request, ServerCallContext context) => Guard(() =>
+    {
+        var response = new Proto.ListResponse();
+        var states = request.States.ToHashSet();
+        foreach (var sandbox in registry.List())
+        {
+            var info = sandbox.ToProto();
+            if (states.Count > 0 && !states.Contains(info.State))
+            {
+                continue;
+            }
+
+            if (request.LabelSelector.All(kv => info.Labels.TryGetValue(kv.Key, out var value) && value == kv.Value))
+            {
+                response.Sandboxes.Add(info);
+            }
+        }
+
+        return Task.FromResult(response);
+    });
+
+    public override Task Logs(Proto.LogsRequest request, IServerStreamWriter<Proto.LogChunk> responseStream, ServerCallContext context) => Guard(async () =>
+    {
+        var sandbox = registry.Get(request.Id);
+        try
+        {
+            // A followed log ends when the sandbox does; at shutdown the daemon ends every sandbox first.
+            await foreach (var (stream, data) in sandbox.Log.ReadAsync(request.Follow, context.CancellationToken).ConfigureAwait(false))
+            {
+                await responseStream.WriteAsync(ProtoMapping.ToProto(stream, data), context.CancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (FileNotFoundException)
+        {
+            throw new SandboxException(SandboxErrorKind.NotFound, $"no such sandbox: {request.Id}");
+        }
+
+        return true;
+    });
+
+    public override Task Events(Proto.EventsRequest request, IServerStreamWriter<Proto.Event> responseStream, ServerCallContext context) => Guard(async () =>
+    {
+        // Followed events end when the daemon stops, after the exits of the sandboxes it stopped.
+        await foreach (var e in events.ReadAsync(request.Follow, context.CancellationToken).ConfigureAwait(false))
+        {
+            await responseStream.WriteAsync(e.ToProto(), context.CancellationToken).ConfigureAwait(false);
+        }
+
+        return true;
+    });
+
+    private static ContainerRequest ToRequest(Proto.CreateRequest request)
+    {
+        if (string.IsNullOrWhiteSpace(request.Rootfs) || !Path.IsPathRooted(request.Rootfs))
+        {
+            throw new CorralException($"invalid rootfs '{request.Rootfs}': an absolute path on the daemon's host is needed");
+        }
+
+        if (request.MemoryBytes < 0 || request.Pids < 0 || request.Cpus < 0 || double.IsNaN(request.Cpus))
+        {
+            throw new CorralException($"invalid limits: memory_bytes {request.MemoryBytes}, cpus {request.Cpus}, pids {request.Pids} (0 means no limit; none may be negative)");
+        }
+
+        TimeSpan? timeout = request.Timeout is { } t ? t.ToTimeSpan() : null;
+        if (timeout is { } value && value <= TimeSpan.Zero)
+        {
+            throw new CorralException($"invalid timeout {value}: must be positive");
+        }
+
+        var runtime = request.Runtime switch
+        {
+            Proto.Runtime.Runc => RuntimeKind.Runc,
+            Proto.Runtime.Gvisor or Proto.Runtime.Unspecified => RuntimeKind.Gvisor,
+            _ => throw new CorralException($"invalid runtime {request.Runtime}"),
+        };
+
+        return new ContainerRequest
+        {
+            Id = string.IsNullOrEmpty(request.Name) ? null : request.Name,
+            Runtime = runtime,
+            Rootfs = request.Rootfs,
+            Command = [.. request.Command],
+            Env = [.. request.Env],
+            Workdir = string.IsNullOrEmpty(request.Workdir) ? null : request.Workdir,
+            Timeout = timeout,
+            Limits = new ResourceLimits(
+                request.MemoryBytes > 0 ? request.MemoryBytes : null,
+                request.Cpus > 0 ? request.Cpus : null,
+                request.Pids > 0 ? request.Pids : null),
+        };
+    }
+
+    private static async Task<T> Guard<T>(Func<Task<T>> call)
+    {
+        try
+        {
+            return await call().ConfigureAwait(false);
+        }
+        catch (SandboxException ex)
+        {
+            throw new RpcException(new Status(
+                ex.Kind switch
+                {
+                    SandboxErrorKind.NotFound => StatusCode.NotFound,
+                    SandboxErrorKind.AlreadyExists => StatusCode.AlreadyExists,
+                    SandboxErrorKind.FailedPrecondition => StatusCode.FailedPrecondition,
+                    SandboxErrorKind.Unavailable => StatusCode.Unavailable,
+                    _ => StatusCode.Aborted,
+                },
+                ex.Message));
+        }
+        catch (CorralException ex)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, ex.Message));
+        }
+    }
+}

@@ -1,0 +1,171 @@
+using Corral.Cgroups;
+using Corral.Common;
+using Corral.Daemon.Api;
+using Corral.Daemon.Logging;
+using Corral.Daemon.Sandboxes;
+using Corral.Oom;
+using Corral.Runtimes;
+using Corral.Supervision;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Corral.Daemon.Hosting;
+
+/// <summary>`corral serve`: the gRPC API on a Unix socket, one supervisor run per sandbox.</summary>
+public static class DaemonHost
+{
+    public const string Usage = "usage: corral serve [--socket PATH] [--state-dir DIR] [--log-level LEVEL] [--runsc-platform P] [--runc-path P] [--runsc-path P]";
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var daemon = new DaemonOptions();
+        var runtime = new RuntimeOptions();
+        var logLevel = LogLevel.Information;
+        for (var i = 0; i < args.Length; i++)
+        {
+            var arg = args[i];
+            if (arg is "-h" or "--help")
+            {
+                Console.WriteLine(Usage);
+                return 0;
+            }
+
+            if (i + 1 >= args.Length)
+            {
+                throw new CorralException($"{arg}: a value is needed\n{Usage}");
+            }
+
+            var value = args[++i];
+            switch (arg)
+            {
+                case "--socket":
+                    daemon.SocketPath = Path.GetFullPath(value);
+                    break;
+                case "--state-dir":
+                    daemon.StateDir = Path.GetFullPath(value);
+                    break;
+                case "--log-level":
+                    logLevel = Enum.TryParse<LogLevel>(value, ignoreCase: true, out var level) ? level : throw new CorralException($"invalid log level '{value}'");
+                    break;
+                case "--runsc-platform":
+                    runtime.RunscPlatform = value;
+                    break;
+                case "--runc-path":
+                    runtime.RuncPath = value;
+                    break;
+                case "--runsc-path":
+                    runtime.RunscPath = value;
+                    break;
+                default:
+                    throw new CorralException($"unknown option '{arg}'\n{Usage}");
+            }
+        }
+
+        var app = Build(daemon, runtime, logLevel);
+        PrepareSocket(daemon.SocketPath);
+        var lifetime = app.Services.GetRequiredService<IHostApplicationLifetime>();
+        lifetime.ApplicationStarted.Register(() =>
+        {
+            // Only root (the daemon's user) may drive containers through the socket.
+            File.SetUnixFileMode(daemon.SocketPath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            DaemonLog.Listening(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Corral.Daemon"), daemon.SocketPath, daemon.StateDir, Environment.ProcessId);
+        });
+        try
+        {
+            await app.RunAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            TryDelete(daemon.SocketPath);
+        }
+
+        return 0;
+    }
+
+    public static WebApplication Build(DaemonOptions daemon, RuntimeOptions runtime, LogLevel logLevel)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        builder.Logging.ClearProviders();
+        builder.Logging.SetMinimumLevel(logLevel);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+            o.UseUtcTimestamp = true;
+        });
+        builder.Host.ConfigureHostOptions(o => o.ShutdownTimeout = daemon.ShutdownGrace + TimeSpan.FromSeconds(30));
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.ListenUnixSocket(daemon.SocketPath, listen => listen.Protocols = HttpProtocols.Http2);
+        });
+
+        builder.Services.AddSingleton(Options.Create(daemon));
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton(sp => new EventHub(daemon.EventHistory, sp.GetRequiredService<TimeProvider>()));
+        builder.Services.AddSingleton(sp =>
+        {
+            var loggers = sp.GetRequiredService<ILoggerFactory>();
+            var time = sp.GetRequiredService<TimeProvider>();
+            return new ContainerSupervisor(
+                new SupervisorOptions { StateDir = daemon.SupervisorStateDir, CancelGrace = daemon.ShutdownGrace },
+                runtime,
+                CgroupDetector.DetectHost(loggers),
+                new OomWatcherFactory(RealCgroupFileSystem.Instance, Options.Create(new OomOptions()), time, loggers),
+                time,
+                loggers.CreateLogger<ContainerSupervisor>());
+        });
+        builder.Services.AddSingleton<SandboxRegistry>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxRegistry>());
+        builder.Services.AddGrpc();
+        builder.Services.AddGrpcHealthChecks().AddCheck<SandboxRegistryHealthCheck>("sandboxes");
+
+        // Answer health checks from a fresh check, not from the periodic publisher's first (late) run.
+        builder.Services.Configure<Grpc.AspNetCore.HealthChecks.GrpcHealthChecksOptions>(o => o.UseHealthChecksCache = false);
+
+        var app = builder.Build();
+        app.MapGrpcService<SandboxesService>();
+        app.MapGrpcHealthChecksService();
+        return app;
+    }
+
+    private static void PrepareSocket(string socketPath)
+    {
+        var dir = Path.GetDirectoryName(socketPath)!;
+        if (!Directory.Exists(dir))
+        {
+            Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+
+        if (File.Exists(socketPath))
+        {
+            // A socket nobody answers on is what an earlier daemon left; a live one is refused.
+            using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+            try
+            {
+                probe.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(socketPath));
+                throw new CorralException($"a daemon already listens on {socketPath}");
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+                File.Delete(socketPath);
+            }
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}

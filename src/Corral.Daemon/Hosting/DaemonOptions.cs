@@ -1,0 +1,20 @@
+namespace Corral.Daemon.Hosting;
+
+public sealed class DaemonOptions
+{
+    public string SocketPath { get; set; } = "/run/corral/corral.sock";
+
+    /// <summary>Per-sandbox records, exit records and logs.</summary>
+    public string StateDir { get; set; } = "/run/corral/daemon";
+
+    /// <summary>Where the supervisor keeps bundles and live-container claims (shared with the CLI's `corral ps`).</summary>
+    public string SupervisorStateDir { get; set; } = "/run/corral";
+
+    /// <summary>Each sandbox's stdout and stderr together; past it, output is dropped and a marker written.</summary>
+    public long LogCapBytes { get; set; } = 8L << 20;
+
+    /// <summary>At shutdown running sandboxes get SIGTERM, then SIGKILL after this.</summary>
+    public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(3);
+
+    public int EventHistory { get; set; } = 10_000;
+}

@@ -1,0 +1,40 @@
+using Microsoft.Extensions.Logging;
+
+namespace Corral.Daemon.Logging;
+
+/// <summary>The daemon's log lines (event ids 4000-4099).</summary>
+internal static partial class DaemonLog
+{
+    [LoggerMessage(4000, LogLevel.Information, "daemon listening socket={Socket} state_dir={StateDir} pid={Pid}")]
+    public static partial void Listening(ILogger logger, string socket, string stateDir, int pid);
+
+    [LoggerMessage(4001, LogLevel.Information, "sandbox created id={Id} runtime={Runtime}")]
+    public static partial void SandboxCreated(ILogger logger, string id, string runtime);
+
+    [LoggerMessage(4002, LogLevel.Information, "sandbox exited id={Id} exit_code={ExitCode} oom_killed={OomKilled}")]
+    public static partial void SandboxExited(ILogger logger, string id, int exitCode, bool oomKilled);
+
+    [LoggerMessage(4003, LogLevel.Warning, "sandbox failed id={Id} error={Error}")]
+    public static partial void SandboxFailed(ILogger logger, string id, string error);
+
+    [LoggerMessage(4004, LogLevel.Information, "sandbox removed id={Id}")]
+    public static partial void SandboxRemoved(ILogger logger, string id);
+
+    [LoggerMessage(4005, LogLevel.Warning, "daemon stopping: killing running sandboxes count={Count} ids={Ids}")]
+    public static partial void StoppingSandboxes(ILogger logger, int count, string ids);
+
+    [LoggerMessage(4006, LogLevel.Information, "daemon stopped, every sandbox ended")]
+    public static partial void Stopped(ILogger logger);
+
+    [LoggerMessage(4007, LogLevel.Error, "sandboxes still running after shutdown grace ids={Ids}")]
+    public static partial void StillRunning(ILogger logger, string ids);
+
+    [LoggerMessage(4008, LogLevel.Warning, "could not write sandbox record id={Id} file={File} error={Error}")]
+    public static partial void RecordWriteFailed(ILogger logger, string id, string file, string error);
+
+    [LoggerMessage(4009, LogLevel.Warning, "sandbox output over the log cap, further output dropped id={Id} cap_bytes={CapBytes}")]
+    public static partial void LogCapReached(ILogger logger, string id, long capBytes);
+
+    [LoggerMessage(4010, LogLevel.Warning, "stale records of an earlier daemon removed count={Count} dir={Dir}")]
+    public static partial void StaleRecordsRemoved(ILogger logger, int count, string dir);
+}

@@ -1,0 +1,218 @@
+using System.Buffers.Binary;
+using System.Text;
+
+namespace Corral.Daemon.Sandboxes;
+
+public enum OutputStream : byte
+{
+    Stdout = 1,
+    Stderr = 2,
+}
+
+/// <summary>
+/// A sandbox's stdout and stderr in one file, in the order written: frames of
+/// [stream: 1 byte][length: 4 bytes little-endian][bytes]. Past the cap, output is dropped and one
+/// stderr frame says so; the log never grows beyond cap plus that marker.
+/// </summary>
+public sealed class SandboxLog : IDisposable
+{
+    private const int HeaderSize = 5;
+    private readonly FileStream _file;
+    private readonly long _capBytes;
+    private readonly Lock _gate = new();
+    private readonly Action? _onCapReached;
+    private long _written;
+    private bool _capped;
+    private bool _closed;
+    private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public SandboxLog(string path, long capBytes, Action? onCapReached = null)
+    {
+        Path = path;
+        _capBytes = capBytes;
+        _onCapReached = onCapReached;
+        _file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
+    }
+
+    public string Path { get; }
+
+    /// <summary>True once no more frames will be written (the sandbox ended).</summary>
+    public bool IsClosed
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _closed;
+            }
+        }
+    }
+
+    public Stream StreamFor(OutputStream stream) => new SinkStream(this, stream);
+
+    public void Append(OutputStream stream, ReadOnlySpan<byte> data)
+    {
+        if (data.IsEmpty)
+        {
+            return;
+        }
+
+        TaskCompletionSource changed;
+        var capReached = false;
+        lock (_gate)
+        {
+            if (_closed || _capped)
+            {
+                return;
+            }
+
+            var room = _capBytes - _written;
+            if (data.Length > room)
+            {
+                WriteFrame(stream, data[..(int)Math.Max(0, room)]);
+                WriteFrame(OutputStream.Stderr, Encoding.UTF8.GetBytes($"\n[corral: log limit of {_capBytes} bytes reached; further output dropped]\n"));
+                _capped = true;
+                capReached = true;
+            }
+            else
+            {
+                WriteFrame(stream, data);
+            }
+
+            _file.Flush();
+            changed = _changed;
+            _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+
+        changed.TrySetResult();
+        if (capReached)
+        {
+            _onCapReached?.Invoke();
+        }
+    }
+
+    /// <summary>Completes when a frame was appended or the log closed after this call.</summary>
+    public Task ChangedAsync()
+    {
+        lock (_gate)
+        {
+            return _closed ? Task.CompletedTask : _changed.Task;
+        }
+    }
+
+    public void Close()
+    {
+        TaskCompletionSource changed;
+        lock (_gate)
+        {
+            if (_closed)
+            {
+                return;
+            }
+
+            _closed = true;
+            _file.Dispose();
+            changed = _changed;
+        }
+
+        changed.TrySetResult();
+    }
+
+    public void Dispose() => Close();
+
+    /// <summary>Reads frames from the start; with <paramref name="follow"/>, until the log is closed.</summary>
+    public async IAsyncEnumerable<(OutputStream Stream, byte[] Data)> ReadAsync(bool follow, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        await using var reader = new FileStream(Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0);
+        var header = new byte[HeaderSize];
+        while (true)
+        {
+            // Take the wait before reading, so an append between the read and the wait is not missed.
+            var changed = ChangedAsync();
+            var wasClosed = IsClosed;
+            while (true)
+            {
+                var start = reader.Position;
+                if (reader.Length - start < HeaderSize)
+                {
+                    break;
+                }
+
+                await reader.ReadExactlyAsync(header, cancellationToken).ConfigureAwait(false);
+                var length = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(1));
+                if (reader.Length - reader.Position < length)
+                {
+                    reader.Position = start;
+                    break;
+                }
+
+                var data = new byte[length];
+                await reader.ReadExactlyAsync(data, cancellationToken).ConfigureAwait(false);
+                yield return ((OutputStream)header[0], data);
+            }
+
+            if (!follow || wasClosed)
+            {
+                yield break;
+            }
+
+            await changed.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private void WriteFrame(OutputStream stream, ReadOnlySpan<byte> data)
+    {
+        if (data.IsEmpty)
+        {
+            return;
+        }
+
+        Span<byte> header = stackalloc byte[HeaderSize];
+        header[0] = (byte)stream;
+        BinaryPrimitives.WriteInt32LittleEndian(header[1..], data.Length);
+        _file.Write(header);
+        _file.Write(data);
+        _written += data.Length;
+    }
+
+    private sealed class SinkStream(SandboxLog log, OutputStream stream) : Stream
+    {
+        public override bool CanRead => false;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => true;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override void Flush()
+        {
+        }
+
+        public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => log.Append(stream, buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer) => log.Append(stream, buffer);
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            log.Append(stream, buffer.Span);
+            return ValueTask.CompletedTask;
+        }
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
+        {
+            log.Append(stream, buffer.AsSpan(offset, count));
+            return Task.CompletedTask;
+        }
+    }
+}
