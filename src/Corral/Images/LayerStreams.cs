@@ -2,11 +2,9 @@ using System.IO.Compression;
 
 namespace Corral.Images;
 
-/// <summary>Gives back bytes already read for a magic-number probe, then the rest of the stream.</summary>
-internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
+/// <summary>What every forward-only, read-only wrapper stream here shares.</summary>
+internal abstract class ReadOnlyStream : Stream
 {
-    private int _offset;
-
     public override bool CanRead => true;
 
     public override bool CanSeek => false;
@@ -17,7 +15,25 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
 
     public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
 
+    public abstract override int Read(Span<byte> buffer);
+
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override void Flush()
+    {
+    }
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+}
+
+/// <summary>Gives back bytes already read for a magic-number probe, then the rest of the stream.</summary>
+internal sealed class PrefixedStream(byte[] prefix, Stream inner) : ReadOnlyStream
+{
+    private int _offset;
 
     public override int Read(Span<byte> buffer)
     {
@@ -32,16 +48,6 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
         return inner.Read(buffer);
     }
 
-    public override void Flush()
-    {
-    }
-
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-    public override void SetLength(long value) => throw new NotSupportedException();
-
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
     protected override void Dispose(bool disposing)
     {
         if (disposing)
@@ -54,24 +60,12 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
 }
 
 /// <summary>GZipStream that fails on a stream cut short instead of ending quietly.</summary>
-internal sealed class StrictGZipStream(Stream compressed) : Stream
+internal sealed class StrictGZipStream(Stream compressed) : ReadOnlyStream
 {
     private readonly CountingStream _counted = new(compressed);
     private GZipStream? _gzip;
     private long _output;
     private bool _checked;
-
-    public override bool CanRead => true;
-
-    public override bool CanSeek => false;
-
-    public override bool CanWrite => false;
-
-    public override long Length => throw new NotSupportedException();
-
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
     public override int Read(Span<byte> buffer)
     {
@@ -92,16 +86,6 @@ internal sealed class StrictGZipStream(Stream compressed) : Stream
         return n;
     }
 
-    public override void Flush()
-    {
-    }
-
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-    public override void SetLength(long value) => throw new NotSupportedException();
-
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
     protected override void Dispose(bool disposing)
     {
         if (disposing)
@@ -113,7 +97,7 @@ internal sealed class StrictGZipStream(Stream compressed) : Stream
         base.Dispose(disposing);
     }
 
-    private sealed class CountingStream(Stream inner) : Stream
+    private sealed class CountingStream(Stream inner) : ReadOnlyStream
     {
         private readonly byte[] _tail = new byte[8];
         private long _total;
@@ -122,18 +106,6 @@ internal sealed class StrictGZipStream(Stream compressed) : Stream
 
         /// <summary>The last four bytes read, little-endian.</summary>
         public uint TailLength => BitConverter.ToUInt32(_tail, 4);
-
-        public override bool CanRead => true;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => false;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
         public override int Read(Span<byte> buffer)
         {
@@ -151,16 +123,6 @@ internal sealed class StrictGZipStream(Stream compressed) : Stream
             _total += n;
             return n;
         }
-
-        public override void Flush()
-        {
-        }
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {
