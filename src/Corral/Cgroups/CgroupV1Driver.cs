@@ -4,16 +4,35 @@ using Microsoft.Extensions.Logging;
 
 namespace Corral.Cgroups;
 
-/// <summary>Where each v1 controller this driver uses is mounted; cpu and cpuacct may share one mount.</summary>
+/// <summary>
+/// Where each v1 controller this driver uses is mounted; cpu and cpuacct may share one mount. Others are
+/// the remaining cgroup hierarchies (blkio, devices, freezer, systemd, a hybrid host's unified cgroup2):
+/// runc places the container in each of them too, as <c>corral/&lt;id&gt;/ctr</c>, and removes only its
+/// own leaf, so the driver removes the <c>corral/&lt;id&gt;</c> parents there without creating them.
+/// </summary>
 internal sealed record CgroupV1Mounts(string Memory, string? Cpu = null, string? CpuAcct = null, string? Pids = null)
 {
+    public IReadOnlyList<string> Others { get; init; } = [];
+
     public static CgroupV1Mounts? FromMountInfo(IReadOnlyList<MountInfoEntry> mounts)
     {
         string? Find(string controller) =>
             mounts.FirstOrDefault(m => m.FileSystemType == "cgroup" && m.SuperOptions.Contains(controller))?.MountPoint;
 
         var memory = Find("memory");
-        return memory is null ? null : new CgroupV1Mounts(memory, Find("cpu"), Find("cpuacct"), Find("pids"));
+        if (memory is null)
+        {
+            return null;
+        }
+
+        var owned = new CgroupV1Mounts(memory, Find("cpu"), Find("cpuacct"), Find("pids"));
+        var used = new HashSet<string?>([owned.Memory, owned.Cpu, owned.CpuAcct, owned.Pids], StringComparer.Ordinal);
+        var others = mounts
+            .Where(m => m.FileSystemType is "cgroup" or "cgroup2" && !used.Contains(m.MountPoint))
+            .Select(m => m.MountPoint)
+            .Distinct(StringComparer.Ordinal)
+            .ToList();
+        return owned with { Others = others };
     }
 }
 
@@ -108,7 +127,10 @@ internal sealed class CgroupV1Driver(
     internal CgroupV1Paths PathsFor(string containerId)
     {
         string? Dir(string? mount) => mount is null ? null : Path.Combine(mount, parentName, containerId);
-        return new CgroupV1Paths(Dir(mounts.Memory)!, Dir(mounts.Cpu), Dir(mounts.CpuAcct), Dir(mounts.Pids));
+        return new CgroupV1Paths(Dir(mounts.Memory)!, Dir(mounts.Cpu), Dir(mounts.CpuAcct), Dir(mounts.Pids))
+        {
+            RuntimeOnly = [.. mounts.Others.Select(m => Path.Combine(m, parentName, containerId))],
+        };
     }
 
     private string RuntimePath(string containerId) => $"/{parentName}/{containerId}/ctr";
@@ -201,6 +223,9 @@ internal sealed record CgroupV1Paths(string Memory, string? Cpu, string? CpuAcct
     /// <summary>Distinct controller directories (cpu and cpuacct co-mounted share one).</summary>
     public IReadOnlyList<string> Directories { get; } =
         new[] { Memory, Cpu, CpuAcct, Pids }.OfType<string>().Distinct(StringComparer.Ordinal).ToList();
+
+    /// <summary>The container's directories in the other hierarchies, made by runc: removed, never created.</summary>
+    public IReadOnlyList<string> RuntimeOnly { get; init; } = [];
 }
 
 internal sealed class CgroupV1ContainerCgroup(
@@ -270,7 +295,7 @@ internal sealed class CgroupV1ContainerCgroup(
     {
         KillAll();
         var failures = new List<string>();
-        foreach (var dir in paths.Directories)
+        foreach (var dir in paths.Directories.Concat(paths.RuntimeOnly))
         {
             CgroupTree.RemoveTree(fs, dir, signaller, logger, failures);
         }

@@ -82,12 +82,18 @@ public static class TestHost
         return leaks;
     }
 
+    /// <summary>corral/&lt;id&gt; in every cgroup hierarchy mounted (v2, or each v1 one and a hybrid's unified).</summary>
     public static IEnumerable<string> CgroupDirs(string id)
     {
-        yield return $"/sys/fs/cgroup/corral/{id}";
-        foreach (var controller in new[] { "memory", "cpu", "cpuacct", "pids" })
+        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
         {
-            yield return $"/sys/fs/cgroup/{controller}/corral/{id}";
+            // "<id> <parent> <dev> <root> <mount point> <options> [optional...] - <fs type> <source> <super options>"
+            var fields = line.Split(' ');
+            var separator = Array.IndexOf(fields, "-");
+            if (separator > 4 && separator + 1 < fields.Length && fields[separator + 1] is "cgroup" or "cgroup2")
+            {
+                yield return Path.Combine(fields[4], "corral", id);
+            }
         }
     }
 

@@ -40,7 +40,9 @@ public sealed class CgroupDetectorTests
         var driver = new CgroupDetector(fs).Detect(HybridV1).ShouldBeOfType<CgroupV1Driver>();
 
         driver.Version.ShouldBe(CgroupVersion.V1);
-        driver.Mounts.ShouldBe(new CgroupV1Mounts("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/pids"));
+        driver.Mounts.ShouldBe(new CgroupV1Mounts("/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/pids") { Others = driver.Mounts.Others });
+        driver.Mounts.Others.ShouldBe(["/sys/fs/cgroup/cpuset", "/sys/fs/cgroup/devices", "/sys/fs/cgroup/freezer", "/sys/fs/cgroup/blkio", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"]);
+        driver.PathsFor("x").RuntimeOnly.ShouldContain("/sys/fs/cgroup/unified/corral/x");
         driver.PathsFor("x").Memory.ShouldBe("/sys/fs/cgroup/memory/corral/x");
     }
 

@@ -245,6 +245,24 @@ public sealed class CgroupV1DriverTests
     }
 
     [Fact]
+    public void Remove_also_removes_what_runc_made_in_the_other_hierarchies_and_never_creates_it()
+    {
+        var mounts = SeparateMounts with { Others = ["/sys/fs/cgroup/devices", "/sys/fs/cgroup/unified"] };
+        var cg = Driver(mounts).Create("c1", ResourceLimits.None);
+        _fs.DirectoryExists("/sys/fs/cgroup/devices/corral/c1").ShouldBeFalse("the driver leaves those to runc");
+
+        // What runc leaves after `runc delete`: its ctr leaf is gone, the parent stays.
+        _fs.AddDirectory("/sys/fs/cgroup/devices/corral/c1");
+        _fs.AddDirectory("/sys/fs/cgroup/unified/corral/c1/ctr");
+
+        cg.Remove();
+
+        _fs.DirectoryExists("/sys/fs/cgroup/devices/corral/c1").ShouldBeFalse();
+        _fs.DirectoryExists("/sys/fs/cgroup/unified/corral/c1").ShouldBeFalse();
+        _fs.Deleted.ShouldContain("/sys/fs/cgroup/unified/corral/c1/ctr");
+    }
+
+    [Fact]
     public void Invalid_container_ids_never_reach_the_filesystem()
     {
         Should.Throw<CorralException>(() => Driver().Create("../etc", ResourceLimits.None));
