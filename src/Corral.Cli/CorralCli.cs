@@ -38,6 +38,7 @@ internal static class CorralCli
         root.Add(ImageCommands.Images());
         root.Add(ImageCommands.Rmi());
         root.Add(ImageCommands.Import());
+        root.Add(ShimCommand.Create());
         foreach (var command in DaemonCommands.Create())
         {
             root.Add(command);

@@ -1,4 +1,5 @@
 using Corral.Daemon.Sandboxes;
+using Corral.Shim;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Proto = Corral.Protocol.V1;

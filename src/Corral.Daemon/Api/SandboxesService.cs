@@ -2,6 +2,7 @@ using Corral.Cgroups;
 using Corral.Common;
 using Corral.Daemon.Sandboxes;
 using Corral.Runtimes;
+using Corral.Shim;
 using Corral.Supervision;
 using Grpc.Core;
 using Proto = Corral.Protocol.V1;
@@ -79,7 +80,8 @@ internal sealed class SandboxesService(SandboxRegistry registry, EventHub events
         try
         {
             // A followed log ends when the sandbox does; at shutdown the daemon ends every sandbox first.
-            await foreach (var (stream, data) in sandbox.Log.ReadAsync(request.Follow, context.CancellationToken).ConfigureAwait(false))
+            var frames = SandboxLog.ReadAsync(sandbox.Files.LogFile, request.Follow, () => sandbox.HasEnded, sandbox.ChangedAsync, context.CancellationToken);
+            await foreach (var (stream, data) in frames.ConfigureAwait(false))
             {
                 await responseStream.WriteAsync(ProtoMapping.ToProto(stream, data), context.CancellationToken).ConfigureAwait(false);
             }

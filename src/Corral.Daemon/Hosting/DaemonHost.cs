@@ -19,7 +19,7 @@ namespace Corral.Daemon.Hosting;
 /// <summary>`corral serve`: the gRPC API on a Unix socket, one supervisor run per sandbox.</summary>
 public static class DaemonHost
 {
-    public const string Usage = "usage: corral serve [--socket PATH] [--state-dir DIR] [--log-level LEVEL] [--runsc-platform P] [--runc-path P] [--runsc-path P]";
+    public const string Usage = "usage: corral serve [--socket PATH] [--state-dir DIR] [--shim PATH] [--log-level LEVEL] [--runsc-platform P] [--runc-path P] [--runsc-path P]";
 
     public static async Task<int> RunAsync(string[] args)
     {
@@ -49,6 +49,9 @@ public static class DaemonHost
                 case "--state-dir":
                     daemon.StateDir = Path.GetFullPath(value);
                     break;
+                case "--shim":
+                    daemon.ShimPath = Path.GetFullPath(value);
+                    break;
                 case "--log-level":
                     logLevel = Enum.TryParse<LogLevel>(value, ignoreCase: true, out var level) ? level : throw new CorralException($"invalid log level '{value}'");
                     break;
@@ -66,6 +69,13 @@ public static class DaemonHost
             }
         }
 
+        if (!File.Exists(daemon.ShimPath))
+        {
+            throw new CorralException($"the sandbox shim '{daemon.ShimPath}' does not exist: build the CLI (./corral prepare) or pass --shim PATH");
+        }
+
+        daemon.Runtime = runtime;
+        daemon.ShimLogLevel = logLevel;
         var app = Build(daemon, runtime, logLevel);
         PrepareSocket(daemon.SocketPath);
         var lifetime = app.Services.GetRequiredService<IHostApplicationLifetime>();

@@ -1,3 +1,6 @@
+using Corral.Runtimes;
+using Microsoft.Extensions.Logging;
+
 namespace Corral.Daemon.Hosting;
 
 public sealed class DaemonOptions
@@ -17,4 +20,20 @@ public sealed class DaemonOptions
     public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(3);
 
     public int EventHistory { get; set; } = 10_000;
+
+    /// <summary>The runtimes' binaries, roots and gVisor platform, handed to every sandbox's shim.</summary>
+    public RuntimeOptions Runtime { get; set; } = new();
+
+    /// <summary>
+    /// The binary started as each sandbox's shim (`SHIM shim DIR`): the Native AOT Corral CLI. By default
+    /// $CORRAL_SHIM, else the CLI that `./corral` builds next to the daemon (.build/cli/Corral.Cli).
+    /// </summary>
+    public string ShimPath { get; set; } = DefaultShimPath();
+
+    public LogLevel ShimLogLevel { get; set; } = LogLevel.Information;
+
+    public static string DefaultShimPath() =>
+        Environment.GetEnvironmentVariable("CORRAL_SHIM") is { Length: > 0 } fromEnvironment
+            ? fromEnvironment
+            : Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "cli", "Corral.Cli"));
 }

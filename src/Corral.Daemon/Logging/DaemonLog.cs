@@ -8,8 +8,8 @@ internal static partial class DaemonLog
     [LoggerMessage(4000, LogLevel.Information, "daemon listening socket={Socket} state_dir={StateDir} pid={Pid}")]
     public static partial void Listening(ILogger logger, string socket, string stateDir, int pid);
 
-    [LoggerMessage(4001, LogLevel.Information, "sandbox created id={Id} runtime={Runtime}")]
-    public static partial void SandboxCreated(ILogger logger, string id, string runtime);
+    [LoggerMessage(4001, LogLevel.Information, "sandbox created id={Id} runtime={Runtime} shim_pid={ShimPid}")]
+    public static partial void SandboxCreated(ILogger logger, string id, string runtime, int shimPid);
 
     [LoggerMessage(4002, LogLevel.Information, "sandbox exited id={Id} exit_code={ExitCode} oom_killed={OomKilled}")]
     public static partial void SandboxExited(ILogger logger, string id, int exitCode, bool oomKilled);
@@ -35,6 +35,15 @@ internal static partial class DaemonLog
     [LoggerMessage(4009, LogLevel.Warning, "sandbox output over the log cap, further output dropped id={Id} cap_bytes={CapBytes}")]
     public static partial void LogCapReached(ILogger logger, string id, long capBytes);
 
-    [LoggerMessage(4010, LogLevel.Warning, "stale records of an earlier daemon removed count={Count} dir={Dir}")]
-    public static partial void StaleRecordsRemoved(ILogger logger, int count, string dir);
+    [LoggerMessage(4010, LogLevel.Information, "sandboxes found again adopted={Adopted} ended={Ended} dropped={Dropped} dir={Dir}")]
+    public static partial void Recovered(ILogger logger, int adopted, int ended, int dropped, string dir);
+
+    [LoggerMessage(4011, LogLevel.Error, "sandbox monitor failed id={Id} error={Error}")]
+    public static partial void MonitorFailed(ILogger logger, string id, string error);
+
+    [LoggerMessage(4012, LogLevel.Warning, "sandbox shim gone without an exit record, reclaiming its container id={Id} why={Why}")]
+    public static partial void ShimLost(ILogger logger, string id, string why);
+
+    [LoggerMessage(4013, LogLevel.Warning, "sandbox record unreadable, dropped dir={Dir} error={Error}")]
+    public static partial void RecordUnreadable(ILogger logger, string dir, string error);
 }

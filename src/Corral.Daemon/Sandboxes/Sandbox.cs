@@ -1,4 +1,5 @@
 using System.Text.Json.Serialization;
+using Corral.Shim;
 using Corral.Supervision;
 
 namespace Corral.Daemon.Sandboxes;
@@ -49,24 +50,27 @@ public sealed record SandboxRecord
 [JsonSerializable(typeof(SandboxRecord))]
 internal sealed partial class DaemonJsonContext : JsonSerializerContext;
 
-/// <summary>One sandbox the daemon runs or ran: its record, its log, and how it ended.</summary>
+/// <summary>One sandbox the daemon runs or ran: its record, its shim's directory, and how it ended.</summary>
 public sealed class Sandbox
 {
+    private static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(1);
     private readonly Lock _gate = new();
+    private readonly TaskCompletionSource<ExitRecord> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private SandboxRecord _record;
+    private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    internal Sandbox(SandboxRecord record, string dir, SandboxLog log)
+    internal Sandbox(SandboxRecord record, ShimDirectory files)
     {
         _record = record;
-        Dir = dir;
-        Log = log;
+        Files = files;
+        _completion.Task.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
     }
 
     public string Id => _record.Id;
 
-    public string Dir { get; }
+    public string Dir => Files.Path;
 
-    public SandboxLog Log { get; }
+    public ShimDirectory Files { get; }
 
     public SandboxRecord Record
     {
@@ -82,11 +86,64 @@ public sealed class Sandbox
     public bool HasEnded => Record.Status is SandboxStatus.Exited or SandboxStatus.Failed;
 
     /// <summary>Completes after the run ended and everything it made on the host was removed.</summary>
-    public Task<ExitRecord> Completion { get; internal set; } = null!;
+    public Task<ExitRecord> Completion => _completion.Task;
 
     public ExitRecord? Exit { get; internal set; }
 
-    internal CancellationTokenSource Stop { get; } = new();
+    /// <summary>The shim process when this daemon started it; null for one adopted after a restart.</summary>
+    internal System.Diagnostics.Process? Shim { get; set; }
+
+    internal IDisposable? Watch { get; set; }
+
+    internal bool StartedPublished { get; set; }
+
+    /// <summary>Held while the sandbox ends or is removed, so those happen (and are told) in order.</summary>
+    internal Lock EndGate { get; } = new();
+
+    /// <summary>Kill before the container started, or the daemon's shutdown: the shim is to stop the run.</summary>
+    internal volatile bool StopRequested;
+
+    internal volatile bool StopSent;
+
+    internal int OomEventsPublished { get; set; }
+
+    /// <summary>The shim's pid as its status says (for signals to a shim this daemon did not start).</summary>
+    internal int? ShimPid { get; set; }
+
+    /// <summary>Completes when something in the sandbox's directory changed, or after a short poll.</summary>
+    public async Task ChangedAsync(CancellationToken cancellationToken)
+    {
+        Task changed;
+        lock (_gate)
+        {
+            changed = _changed.Task;
+        }
+
+        try
+        {
+            await changed.WaitAsync(PollInterval, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // The poll: inotify missed nothing so far, but a look costs little.
+        }
+    }
+
+    internal void Poke()
+    {
+        TaskCompletionSource changed;
+        lock (_gate)
+        {
+            changed = _changed;
+            _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+
+        changed.TrySetResult();
+    }
+
+    internal void Complete(ExitRecord exit) => _completion.TrySetResult(exit);
+
+    internal void Fail(Exception error) => _completion.TrySetException(error);
 
     internal SandboxRecord Update(Func<SandboxRecord, SandboxRecord> change)
     {

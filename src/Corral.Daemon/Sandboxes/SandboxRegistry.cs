@@ -1,9 +1,11 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Text.Json;
 using Corral.Common;
 using Corral.Daemon.Hosting;
 using Corral.Daemon.Logging;
-using Corral.Oom;
+using Corral.Runtimes;
+using Corral.Shim;
 using Corral.Supervision;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -27,20 +29,26 @@ public sealed class SandboxException(SandboxErrorKind kind, string message) : Ex
 }
 
 /// <summary>
-/// The daemon's sandboxes: starts each one's supervisor run in the background, keeps its record,
-/// exit record and log under the state directory, publishes its events, and at shutdown stops
-/// every sandbox still running.
+/// The daemon's sandboxes. Each runs under its own shim process (`corral shim DIR`), which supervises
+/// the container and reports through the sandbox's directory; the registry watches those directories
+/// (inotify, and a poll as a safety net), turns what the shims write into records and events, and
+/// after a restart finds every sandbox again: running ones are adopted, ended ones keep their exit
+/// records and logs, and those whose shim died are cleaned up and marked failed.
 /// </summary>
 public sealed class SandboxRegistry(
     IOptions<DaemonOptions> options,
     ContainerSupervisor supervisor,
     EventHub events,
     TimeProvider time,
-    ILogger<SandboxRegistry> logger) : IHostedLifecycleService
+    ILogger<SandboxRegistry> logger) : IHostedLifecycleService, IDisposable
 {
+    /// <summary>How long a shim may take to take its lock after it was started.</summary>
+    private static readonly TimeSpan ShimStartGrace = TimeSpan.FromSeconds(3);
+
     private readonly DaemonOptions _options = options.Value;
     private readonly EventHub _events = events;
     private readonly ConcurrentDictionary<string, Sandbox> _sandboxes = new(StringComparer.Ordinal);
+    private readonly DirectoryWatcher _watcher = new();
     private volatile bool _stopping;
 
     private string SandboxesDir => Path.Combine(_options.StateDir, "sandboxes");
@@ -57,7 +65,8 @@ public sealed class SandboxRegistry(
         }
 
         var id = request.Id is { Length: > 0 } name ? ContainerId.Validate(name) : ContainerId.Generate();
-        var dir = Path.Combine(SandboxesDir, id);
+        request = request with { Id = id };
+        var dir = new ShimDirectory(Path.Combine(SandboxesDir, id));
         var record = new SandboxRecord
         {
             Id = id,
@@ -76,55 +85,55 @@ public sealed class SandboxRegistry(
         };
 
         // Reserve the id before anything touches the disk: two creates of one name cannot both win.
-        var reservation = new Sandbox(record, dir, null!);
-        if (!_sandboxes.TryAdd(id, reservation))
+        var sandbox = new Sandbox(record, dir);
+        if (!_sandboxes.TryAdd(id, sandbox))
         {
             throw new SandboxException(SandboxErrorKind.AlreadyExists, $"a sandbox named '{id}' already exists; remove it first or choose another name");
         }
 
-        Sandbox sandbox;
         try
         {
-            Directory.CreateDirectory(dir);
-            var log = new SandboxLog(Path.Combine(dir, "output.log"), _options.LogCapBytes, () => DaemonLog.LogCapReached(logger, id, _options.LogCapBytes));
-            sandbox = new Sandbox(record, dir, log);
-            var observer = new Observer(this, sandbox);
-            var io = new ContainerIo(log.StreamFor(OutputStream.Stdout), log.StreamFor(OutputStream.Stderr));
-
-            // Validation runs synchronously inside RunAsync, before anything is created: a bad
-            // request fails here, and the caller gets it as its answer.
-            var run = supervisor.RunAsync(request with { Id = id }, io, observer, sandbox.Stop.Token);
-            if (run.IsFaulted)
+            // Bad input is refused here, before anything is created.
+            supervisor.Validate(request);
+            Directory.CreateDirectory(dir.Path);
+            File.WriteAllBytes(dir.LogFile, []);
+            WriteRecord(record);
+            dir.WriteSpec(new ShimSpec
             {
-                log.Close();
-                run.GetAwaiter().GetResult();
-            }
-
-            sandbox.Completion = FinishAsync(sandbox, observer, run);
-            _sandboxes[id] = sandbox;
-            WriteRecord(sandbox.Record);
-            _events.Publish(SandboxEventType.Created, id);
-            DaemonLog.SandboxCreated(logger, id, record.Runtime);
-            observer.Release();
+                Request = request,
+                SupervisorStateDir = _options.SupervisorStateDir,
+                RuncPath = _options.Runtime.RuncPath,
+                RunscPath = _options.Runtime.RunscPath,
+                RuncRoot = _options.Runtime.RuncRoot,
+                RunscRoot = _options.Runtime.RunscRoot,
+                RunscPlatform = _options.Runtime.RunscPlatform,
+                CancelGraceSeconds = _options.ShutdownGrace.TotalSeconds,
+                LogCapBytes = _options.LogCapBytes,
+                LogLevel = _options.ShimLogLevel.ToString(),
+            });
+            sandbox.Watch = _watcher.Watch(dir.Path, sandbox.Poke);
+            sandbox.Shim = StartShim(dir);
         }
         catch
         {
-            // Validation failed: nothing was created, and the observer was never called.
+            sandbox.Watch?.Dispose();
             _sandboxes.TryRemove(id, out _);
-            TryDeleteDir(dir);
+            TryDeleteDir(dir.Path);
             throw;
         }
 
+        _events.Publish(SandboxEventType.Created, id);
+        DaemonLog.SandboxCreated(logger, id, record.Runtime, sandbox.Shim.Id);
+        _ = MonitorAsync(sandbox);
         return sandbox;
     }
 
     public Sandbox Get(string id) =>
-        _sandboxes.TryGetValue(id, out var sandbox) && sandbox.Completion is not null
+        _sandboxes.TryGetValue(id, out var sandbox)
             ? sandbox
             : throw new SandboxException(SandboxErrorKind.NotFound, $"no such sandbox: {id}");
 
-    public IReadOnlyList<Sandbox> List() =>
-        [.. _sandboxes.Values.Where(s => s.Completion is not null).OrderBy(s => s.Record.CreatedAt)];
+    public IReadOnlyList<Sandbox> List() => [.. _sandboxes.Values.OrderBy(s => s.Record.CreatedAt)];
 
     public async Task<ExitRecord> WaitAsync(string id, CancellationToken cancellationToken)
     {
@@ -147,10 +156,10 @@ public sealed class SandboxRegistry(
             throw new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {id} has already ended");
         }
 
-        if (sandbox.Record.Status == SandboxStatus.Created)
+        if (sandbox.Record.Pid is null)
         {
-            // The runtime has no container to signal yet: stop the run itself (it kills what it started).
-            await sandbox.Stop.CancelAsync().ConfigureAwait(false);
+            // The runtime has no container to signal yet: the shim stops the run (it kills what it started).
+            RequestStop(sandbox);
             return;
         }
 
@@ -158,7 +167,7 @@ public sealed class SandboxRegistry(
         {
             await supervisor.KillAsync(id, signal, grace, cancellationToken).ConfigureAwait(false);
         }
-        catch (CorralException) when (sandbox.HasEnded || sandbox.Completion.IsCompleted)
+        catch (CorralException) when (sandbox.HasEnded || sandbox.Completion.IsCompleted || !sandbox.Files.IsShimAlive())
         {
             // It ended while we signalled it: that is what was asked.
         }
@@ -167,38 +176,58 @@ public sealed class SandboxRegistry(
     public void Remove(string id)
     {
         var sandbox = Get(id);
-        if (!sandbox.Completion.IsCompleted)
+        lock (sandbox.EndGate)
         {
-            throw new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {id} is still running; kill it first (Kill), then remove it");
+            // Under the gate: "removed" never comes before the sandbox's "exited".
+            if (!sandbox.HasEnded)
+            {
+                throw new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {id} is still running; kill it first (Kill), then remove it");
+            }
+
+            if (!_sandboxes.TryRemove(new KeyValuePair<string, Sandbox>(id, sandbox)))
+            {
+                return;
+            }
+
+            _events.Publish(SandboxEventType.Removed, id);
         }
 
-        if (_sandboxes.TryRemove(new KeyValuePair<string, Sandbox>(id, sandbox)))
-        {
-            sandbox.Log.Close();
-            TryDeleteDir(sandbox.Dir);
-            _events.Publish(SandboxEventType.Removed, id);
-            DaemonLog.SandboxRemoved(logger, id);
-        }
+        sandbox.Watch?.Dispose();
+        TryDeleteDir(sandbox.Dir);
+        DaemonLog.SandboxRemoved(logger, id);
     }
 
+    /// <summary>Finds every sandbox an earlier daemon left: adopts running ones, keeps ended ones' records.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        // No adoption of an earlier daemon's sandboxes in this phase: their records are stale.
-        if (Directory.Exists(SandboxesDir))
+        Directory.CreateDirectory(SandboxesDir);
+        int adopted = 0, ended = 0, dropped = 0;
+        foreach (var path in Directory.GetDirectories(SandboxesDir))
         {
-            var stale = Directory.GetDirectories(SandboxesDir);
-            foreach (var dir in stale)
+            var dir = new ShimDirectory(path);
+            var record = ReadRecord(path);
+            if (record is null || !ContainerId.IsValid(dir.Id, out _) || record.Id != dir.Id)
             {
-                TryDeleteDir(dir);
+                // Not a sandbox, or the daemon died while creating it, before its shim existed.
+                TryDeleteDir(path);
+                dropped++;
+                continue;
             }
 
-            if (stale.Length > 0)
+            var sandbox = new Sandbox(record, dir);
+            _sandboxes[dir.Id] = sandbox;
+            sandbox.Watch = _watcher.Watch(path, sandbox.Poke);
+            if (Refresh(sandbox))
             {
-                DaemonLog.StaleRecordsRemoved(logger, stale.Length, SandboxesDir);
+                ended++;
+                continue;
             }
+
+            adopted++;
+            _ = MonitorAsync(sandbox);
         }
 
-        Directory.CreateDirectory(SandboxesDir);
+        DaemonLog.Recovered(logger, adopted, ended, dropped, SandboxesDir);
         return Task.CompletedTask;
     }
 
@@ -211,19 +240,20 @@ public sealed class SandboxRegistry(
     public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <summary>
-    /// Before the server stops: every running sandbox gets SIGTERM, then SIGKILL after the grace, and
-    /// is cleaned up, so calls waiting on them (Wait, Logs, Events) get their answers and end.
+    /// Before the server stops: every running sandbox's shim gets SIGTERM (the container SIGTERM, then
+    /// SIGKILL after the grace) and cleans up, so calls waiting on them (Wait, Logs, Events) get their
+    /// answers and end. A daemon killed outright (SIGKILL) leaves them running, to be adopted.
     /// </summary>
     public async Task StoppingAsync(CancellationToken cancellationToken)
     {
         _stopping = true;
-        var running = _sandboxes.Values.Where(s => s.Completion is { IsCompleted: false }).ToList();
+        var running = _sandboxes.Values.Where(s => !s.Completion.IsCompleted).ToList();
         if (running.Count > 0)
         {
             DaemonLog.StoppingSandboxes(logger, running.Count, string.Join(',', running.Select(s => s.Id)));
             foreach (var sandbox in running)
             {
-                await sandbox.Stop.CancelAsync().ConfigureAwait(false);
+                RequestStop(sandbox);
             }
 
             var all = Task.WhenAll(running.Select(s => s.Completion.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default)));
@@ -238,56 +268,204 @@ public sealed class SandboxRegistry(
         DaemonLog.Stopped(logger);
     }
 
-    private async Task<ExitRecord> FinishAsync(Sandbox sandbox, Observer observer, Task<ExitRecord> run)
+    public void Dispose() => _watcher.Dispose();
+
+    private Process StartShim(ShimDirectory dir)
+    {
+        var info = new ProcessStartInfo(_options.ShimPath)
+        {
+            UseShellExecute = false,
+
+            // The shim points its own stdio at shim.log; these pipes only keep it off the daemon's.
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        info.ArgumentList.Add("shim");
+        info.ArgumentList.Add(dir.Path);
+        Process process;
+        try
+        {
+            process = Process.Start(info) ?? throw new CorralException($"could not start the shim {_options.ShimPath}");
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            throw new SandboxException(SandboxErrorKind.Unavailable, $"cannot start the sandbox shim '{_options.ShimPath}': {ex.Message} (see corral serve --shim)");
+        }
+
+        process.StandardInput.Close();
+        process.StandardOutput.Close();
+        process.StandardError.Close();
+        return process;
+    }
+
+    /// <summary>Follows one sandbox until it ended: what its shim writes, or the shim's death.</summary>
+    private async Task MonitorAsync(Sandbox sandbox)
     {
         try
         {
-            var exit = await run.ConfigureAwait(false);
-            sandbox.Exit = exit;
-            WriteAtomically(sandbox.Id, Path.Combine(sandbox.Dir, "exit.json"), JsonSerializer.Serialize(exit, SupervisionJsonContext.Default.ExitRecord));
-            var record = sandbox.Update(r => r with { Status = SandboxStatus.Exited });
-            WriteRecord(record);
-            await observer.Released.ConfigureAwait(false);
-            if (exit.OomKilled && !observer.OomPublished)
+            var shim = sandbox.Shim;
+            if (shim is not null)
             {
-                // The kill was counted at exit (cgroup v1 with runc), not reported while running.
-                _events.Publish(SandboxEventType.Oom, sandbox.Id, exit.Pid, exit.OomReason);
+                shim.EnableRaisingEvents = true;
+                shim.Exited += (_, _) => sandbox.Poke();
             }
 
-            _events.Publish(SandboxEventType.Exited, sandbox.Id, exit.Pid, exit: exit);
-            DaemonLog.SandboxExited(logger, sandbox.Id, exit.ExitCode, exit.OomKilled);
-            return exit;
+            while (!Refresh(sandbox))
+            {
+                var alive = shim is not null ? !shim.HasExited : sandbox.Files.IsShimAlive();
+                if (!alive && !Refresh(sandbox))
+                {
+                    if (shim is null && time.GetUtcNow() - sandbox.Record.CreatedAt < ShimStartGrace)
+                    {
+                        // Adopted right after an earlier daemon started its shim: give the shim time to lock.
+                        await Task.Delay(TimeSpan.FromMilliseconds(200), time).ConfigureAwait(false);
+                        continue;
+                    }
+
+                    await ReclaimAsync(sandbox, shim is null ? "its shim is gone" : $"its shim (pid {shim.Id}) exited with {shim.ExitCode}").ConfigureAwait(false);
+                    continue;
+                }
+
+                await sandbox.ChangedAsync(CancellationToken.None).ConfigureAwait(false);
+            }
         }
         catch (Exception ex)
         {
-            var record = sandbox.Update(r => r with { Status = SandboxStatus.Failed, Error = ex.Message });
-            WriteRecord(record);
-            await observer.Released.ConfigureAwait(false);
-            _events.Publish(SandboxEventType.Failed, sandbox.Id, detail: ex.Message);
-            DaemonLog.SandboxFailed(logger, sandbox.Id, ex.Message);
-            throw;
+            DaemonLog.MonitorFailed(logger, sandbox.Id, ex.Message);
+            sandbox.Fail(new CorralException($"the daemon lost track of the sandbox: {ex.Message}"));
         }
         finally
         {
-            sandbox.Log.Close();
+            sandbox.Shim?.Dispose();
         }
     }
 
-    private void WriteRecord(SandboxRecord record) =>
-        WriteAtomically(record.Id, Path.Combine(SandboxesDir, record.Id, "sandbox.json"), JsonSerializer.Serialize(record, DaemonJsonContext.Default.SandboxRecord));
+    /// <summary>The shim died without a record: remove what its container left and say so.</summary>
+    private async Task ReclaimAsync(Sandbox sandbox, string why)
+    {
+        DaemonLog.ShimLost(logger, sandbox.Id, why);
+        if (ContainerRuntimes.TryParse(sandbox.Record.Runtime, out var kind))
+        {
+            await supervisor.ReclaimAsync(sandbox.Id, kind).ConfigureAwait(false);
+        }
 
-    private void WriteAtomically(string id, string path, string json)
+        sandbox.Files.WriteFailure($"the sandbox's supervision ended without an exit record ({why}); its container was stopped and removed");
+    }
+
+    /// <summary>Takes in what the shim wrote, publishing events in order; true once the sandbox ended.</summary>
+    private bool Refresh(Sandbox sandbox)
+    {
+        if (sandbox.Completion.IsCompleted)
+        {
+            return true;
+        }
+
+        var status = sandbox.Files.ReadStatus();
+        if (status is not null)
+        {
+            sandbox.ShimPid = status.ShimPid;
+            if (sandbox.StopRequested && !sandbox.StopSent)
+            {
+                sandbox.StopSent = sandbox.Files.SignalShim(status.ShimPid, Signals.SIGTERM);
+            }
+
+            if (status.Pid is { } pid && !sandbox.StartedPublished)
+            {
+                sandbox.StartedPublished = true;
+                if (sandbox.Record.Status == SandboxStatus.Created || sandbox.Record.Pid != pid)
+                {
+                    WriteRecord(sandbox.Update(r => r with { Status = SandboxStatus.Running, Pid = pid }));
+                }
+
+                _events.Publish(SandboxEventType.Started, sandbox.Id, pid);
+            }
+
+            for (; sandbox.OomEventsPublished < status.OomEvents.Count; sandbox.OomEventsPublished++)
+            {
+                var oom = status.OomEvents[sandbox.OomEventsPublished];
+                _events.Publish(SandboxEventType.Oom, sandbox.Id, sandbox.Record.Pid, $"{oom.Kind}: {oom.Detail}");
+            }
+        }
+
+        if (sandbox.Files.ReadExit() is { } exit)
+        {
+            if (exit.OomKilled && sandbox.OomEventsPublished == 0)
+            {
+                // The kill was counted at exit (cgroup v1 with runc), not reported while running.
+                _events.Publish(SandboxEventType.Oom, sandbox.Id, exit.Pid, exit.OomReason);
+                sandbox.OomEventsPublished = 1;
+            }
+
+            lock (sandbox.EndGate)
+            {
+                sandbox.Exit = exit;
+                WriteRecord(sandbox.Update(r => r with { Status = SandboxStatus.Exited }));
+                _events.Publish(SandboxEventType.Exited, sandbox.Id, exit.Pid, exit: exit);
+                sandbox.Complete(exit);
+            }
+
+            DaemonLog.SandboxExited(logger, sandbox.Id, exit.ExitCode, exit.OomKilled);
+            return true;
+        }
+
+        if (sandbox.Files.ReadFailure() is { } error)
+        {
+            lock (sandbox.EndGate)
+            {
+                WriteRecord(sandbox.Update(r => r with { Status = SandboxStatus.Failed, Error = error }));
+                _events.Publish(SandboxEventType.Failed, sandbox.Id, detail: error);
+                sandbox.Fail(new CorralException(error));
+            }
+
+            DaemonLog.SandboxFailed(logger, sandbox.Id, error);
+            return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// SIGTERM to the shim: it stops the container (SIGTERM, SIGKILL after the grace) and writes how it
+    /// ended. A shim handles the signal once it wrote its status; until then the stop waits for that.
+    /// </summary>
+    private static void RequestStop(Sandbox sandbox)
+    {
+        sandbox.StopRequested = true;
+        if (sandbox.Files.ReadStatus() is { } status)
+        {
+            sandbox.StopSent = sandbox.Files.SignalShim(status.ShimPid, Signals.SIGTERM);
+        }
+
+        sandbox.Poke();
+    }
+
+    private SandboxRecord? ReadRecord(string dir)
     {
         try
         {
+            return JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, "sandbox.json")), DaemonJsonContext.Default.SandboxRecord);
+        }
+        catch (Exception ex) when (ex is IOException or JsonException or UnauthorizedAccessException)
+        {
+            DaemonLog.RecordUnreadable(logger, dir, ex.Message);
+            return null;
+        }
+    }
+
+    private void WriteRecord(SandboxRecord record)
+    {
+        var path = Path.Combine(SandboxesDir, record.Id, "sandbox.json");
+        try
+        {
             var temp = path + ".tmp";
-            File.WriteAllText(temp, json);
+            File.WriteAllText(temp, JsonSerializer.Serialize(record, DaemonJsonContext.Default.SandboxRecord));
             File.Move(temp, path, overwrite: true);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             // Removed meanwhile, or the disk is full: the in-memory record still answers.
-            DaemonLog.RecordWriteFailed(logger, id, path, ex.Message);
+            DaemonLog.RecordWriteFailed(logger, record.Id, path, ex.Message);
         }
     }
 
@@ -302,34 +480,7 @@ public sealed class SandboxRegistry(
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            // Best effort; the next daemon start removes stale records.
-        }
-    }
-
-    /// <summary>Turns the supervisor's callbacks into events, never before the sandbox's "created".</summary>
-    private sealed class Observer(SandboxRegistry registry, Sandbox sandbox) : IContainerObserver
-    {
-        private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public Task Released => _released.Task;
-
-        public bool OomPublished { get; private set; }
-
-        public void Release() => _released.TrySetResult();
-
-        public void OnStarted(string id, int pid)
-        {
-            _released.Task.Wait();
-            var record = sandbox.Update(r => r with { Status = SandboxStatus.Running, Pid = pid });
-            registry.WriteRecord(record);
-            registry._events.Publish(SandboxEventType.Started, id, pid);
-        }
-
-        public void OnOom(string id, OomEvent oom)
-        {
-            _released.Task.Wait();
-            OomPublished = true;
-            registry._events.Publish(SandboxEventType.Oom, id, sandbox.Record.Pid, $"{oom.Kind.ToString().ToLowerInvariant()}: {oom.Detail}");
+            // Best effort; a record without its files is dropped at the next start.
         }
     }
 }

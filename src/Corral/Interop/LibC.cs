@@ -16,6 +16,15 @@ internal static partial class LibC
     public const int IN_CLOEXEC = 0x80000;
     public const int IN_NONBLOCK = 0x800;
     public const uint IN_MODIFY = 0x2;
+    public const uint IN_CLOSE_WRITE = 0x8;
+    public const uint IN_MOVED_TO = 0x80;
+    public const uint IN_CREATE = 0x100;
+    public const uint IN_IGNORED = 0x8000;
+    public const uint IN_Q_OVERFLOW = 0x4000;
+
+    public const int LOCK_EX = 2;
+    public const int LOCK_NB = 4;
+    public const int LOCK_UN = 8;
 
     public const int EPOLL_CLOEXEC = 0x80000;
     public const int EPOLL_CTL_ADD = 1;
@@ -57,6 +66,18 @@ internal static partial class LibC
 
     [LibraryImport(Lib, EntryPoint = "inotify_add_watch", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int inotify_add_watch(int fd, string path, uint mask);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int inotify_rm_watch(int fd, int wd);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int flock(int fd, int operation);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int setsid();
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int dup2(int oldFd, int newFd);
 
     [LibraryImport(Lib, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int open(string path, int flags);

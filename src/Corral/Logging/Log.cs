@@ -23,6 +23,9 @@ internal static partial class Log
     [LoggerMessage(2005, LogLevel.Warning, "cleanup step failed id={Id} step={Step} error={Error}")]
     public static partial void CleanupFailed(ILogger logger, string id, string step, string error);
 
+    [LoggerMessage(2013, LogLevel.Warning, "reclaiming a container its supervisor left behind id={Id} runtime={Runtime}")]
+    public static partial void Reclaiming(ILogger logger, string id, string runtime);
+
     [LoggerMessage(2006, LogLevel.Information, "signalling container id={Id} signal={Signal}")]
     public static partial void Signalling(ILogger logger, string id, string signal);
 

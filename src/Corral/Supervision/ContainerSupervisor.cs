@@ -146,6 +146,37 @@ public sealed class ContainerSupervisor(
 
     public CgroupStats? ReadStats(string id) => cgroupDriver?.Open(ContainerId.Validate(id))?.ReadStats();
 
+    /// <summary>
+    /// Checks a request as <see cref="RunAsync"/> would, creating nothing: for a caller that runs the
+    /// container elsewhere (the daemon's per-sandbox shim) and must refuse bad input at once.
+    /// </summary>
+    public void Validate(ContainerRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        _ = Validate(request, request.Id ?? ContainerId.Generate(), ContainerRuntimes.Create(request.Runtime, runtimeOptions));
+    }
+
+    /// <summary>
+    /// Removes what the supervisor of <paramref name="id"/> left when it died without cleaning up
+    /// (SIGKILL, a crash): the runtime's container and state, the overlay, the cgroup with every process
+    /// in it, the bundle and the claim. Safe to call when some or all of it is already gone.
+    /// </summary>
+    public async Task ReclaimAsync(string id, RuntimeKind kind)
+    {
+        ContainerId.Validate(id);
+        var runtime = ContainerRuntimes.Create(kind, runtimeOptions);
+        var bundle = Path.Combine(options.StateDir, "bundles", id);
+        var run = new ContainerRun(id, runtime, null, [])
+        {
+            BundleDir = bundle,
+            OverlayTarget = Path.Combine(bundle, "rootfs"),
+            Cgroup = cgroupDriver?.Open(id),
+        };
+        Log.Reclaiming(_logger, id, runtime.Name);
+        await ForceStopAsync(run).ConfigureAwait(false);
+        await CleanupAsync(run).ConfigureAwait(false);
+    }
+
     private IContainerRuntime RuntimeFor(ContainerState state)
     {
         ContainerRuntimes.TryParse(state.Runtime, out var kind);
@@ -296,7 +327,8 @@ public sealed class ContainerSupervisor(
             CgroupsPath = runtime.LaunchesInsideCgroup ? null : run.Cgroup?.RuntimeCgroupsPath,
             Devices = request.Gpu ? GpuDevices.Discover() : [],
         });
-        await File.WriteAllTextAsync(Path.Combine(run.BundleDir, "config.json"), SpecBuilder.ToJson(spec), cancellationToken).ConfigureAwait(false);
+        // Not cancellable: a stop asked for this early is handled below like any other, with an exit record.
+        await File.WriteAllTextAsync(Path.Combine(run.BundleDir, "config.json"), SpecBuilder.ToJson(spec), CancellationToken.None).ConfigureAwait(false);
 
         var memoryLimitMb = (cgroupLimits.MemoryBytes ?? 0) >> 20;
         run.Watcher = oomWatchers?.Create(run.Cgroup, cgroupLimits.MemoryBytes, () => run.Process?.Id);
@@ -660,13 +692,14 @@ public sealed class ContainerSupervisor(
         }
     }
 
-    private sealed class ContainerRun(string id, IContainerRuntime runtime, ContainerRequest request, IReadOnlyList<string> command)
+    private sealed class ContainerRun(string id, IContainerRuntime runtime, ContainerRequest? request, IReadOnlyList<string> command)
     {
         public string Id => id;
 
         public IContainerRuntime Runtime => runtime;
 
-        public ContainerRequest Request => request;
+        /// <summary>Null only for a reclaimed run, which never starts.</summary>
+        public ContainerRequest Request => request!;
 
         public IReadOnlyList<string> Command => command;
 

@@ -11,6 +11,7 @@ public sealed class DaemonProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly Task<string> _output;
+    private bool _keepRoot;
 
     private DaemonProcess(Process process, string root, Task<string> output)
     {
@@ -41,11 +42,12 @@ public sealed class DaemonProcess : IAsyncDisposable
         }
     }
 
-    public static async Task<DaemonProcess> StartAsync()
+    /// <summary>Starts a daemon; with <paramref name="root"/>, on the socket and state of an earlier one (a restart).</summary>
+    public static async Task<DaemonProcess> StartAsync(string? root = null)
     {
         RuntimeCheck.Require("runc");
         RuntimeCheck.Require("runsc");
-        var root = Path.Combine(Path.GetTempPath(), "corral-daemon-test-" + Guid.NewGuid().ToString("N")[..8]);
+        root ??= Path.Combine(Path.GetTempPath(), "corral-daemon-test-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(root);
         var info = new ProcessStartInfo("dotnet")
         {
@@ -53,7 +55,7 @@ public sealed class DaemonProcess : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var arg in new[] { DaemonDll, "--socket", Path.Combine(root, "corral.sock"), "--state-dir", Path.Combine(root, "state") })
+        foreach (var arg in new[] { DaemonDll, "--socket", Path.Combine(root, "corral.sock"), "--state-dir", Path.Combine(root, "state"), "--shim", CorralProcess.Cli })
         {
             info.ArgumentList.Add(arg);
         }
@@ -82,6 +84,14 @@ public sealed class DaemonProcess : IAsyncDisposable
         }
 
         return daemon;
+    }
+
+    /// <summary>SIGKILL, as a crash would end it: its sandboxes' shims go on; the root is kept for a restart.</summary>
+    public async Task KillHardAsync()
+    {
+        _keepRoot = true;
+        _ = LibC.kill(_process.Id, 9);
+        await _process.WaitForExitAsync(TestContext.Current.CancellationToken);
     }
 
     /// <summary>SIGTERM, as a service manager stops it; returns its exit code.</summary>
@@ -115,7 +125,10 @@ public sealed class DaemonProcess : IAsyncDisposable
         }
 
         _process.Dispose();
-        Directory.Delete(Root, recursive: true);
+        if (!_keepRoot)
+        {
+            Directory.Delete(Root, recursive: true);
+        }
     }
 }
 

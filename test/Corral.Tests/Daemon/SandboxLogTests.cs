@@ -1,5 +1,6 @@
 using System.Text;
 using Corral.Daemon.Sandboxes;
+using Corral.Shim;
 using Microsoft.Extensions.Time.Testing;
 using Shouldly;
 using Xunit;

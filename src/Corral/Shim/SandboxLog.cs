@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 
-namespace Corral.Daemon.Sandboxes;
+namespace Corral.Shim;
 
 public enum OutputStream : byte
 {
@@ -121,15 +121,28 @@ public sealed class SandboxLog : IDisposable
     public void Dispose() => Close();
 
     /// <summary>Reads frames from the start; with <paramref name="follow"/>, until the log is closed.</summary>
-    public async IAsyncEnumerable<(OutputStream Stream, byte[] Data)> ReadAsync(bool follow, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    public IAsyncEnumerable<(OutputStream Stream, byte[] Data)> ReadAsync(bool follow, CancellationToken cancellationToken) =>
+        ReadAsync(Path, follow, () => IsClosed, _ => ChangedAsync(), cancellationToken);
+
+    /// <summary>
+    /// Reads the frames of the log at <paramref name="path"/>, which another process may be writing:
+    /// with <paramref name="follow"/>, until <paramref name="isClosed"/> says no more will come, waking
+    /// on <paramref name="changed"/> (which should complete on an append, or after a short poll).
+    /// </summary>
+    public static async IAsyncEnumerable<(OutputStream Stream, byte[] Data)> ReadAsync(
+        string path,
+        bool follow,
+        Func<bool> isClosed,
+        Func<CancellationToken, Task> changed,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        await using var reader = new FileStream(Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0);
+        await using var reader = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0);
         var header = new byte[HeaderSize];
         while (true)
         {
             // Take the wait before reading, so an append between the read and the wait is not missed.
-            var changed = ChangedAsync();
-            var wasClosed = IsClosed;
+            var next = changed(cancellationToken);
+            var wasClosed = isClosed();
             while (true)
             {
                 var start = reader.Position;
@@ -156,7 +169,7 @@ public sealed class SandboxLog : IDisposable
                 yield break;
             }
 
-            await changed.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await next.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
     }
 

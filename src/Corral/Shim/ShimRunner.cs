@@ -1,0 +1,95 @@
+using Corral.Interop;
+using Corral.Oom;
+using Corral.Supervision;
+using Microsoft.Extensions.Logging;
+
+namespace Corral.Shim;
+
+/// <summary>
+/// The body of a sandbox's shim process: supervises one container with <see cref="ContainerSupervisor"/>
+/// and reports through its <see cref="ShimDirectory"/>, so the sandbox outlives the daemon that
+/// started it. The shim leaves the daemon's session (a terminal's Ctrl-C or the daemon's death do not
+/// reach it); SIGTERM to the shim stops the container with the spec's grace.
+/// </summary>
+public static class ShimRunner
+{
+    public static void DetachFromDaemon(ShimDirectory dir)
+    {
+        _ = LibC.setsid();
+
+        // Everything the shim prints goes to shim.log; the daemon's pipes are not held open.
+        using var log = new FileStream(dir.ShimLogFile, FileMode.Append, FileAccess.Write, FileShare.ReadWrite);
+        var fd = (int)log.SafeFileHandle.DangerousGetHandle();
+        using var devNull = new FileStream("/dev/null", FileMode.Open, FileAccess.Read);
+        _ = LibC.dup2((int)devNull.SafeFileHandle.DangerousGetHandle(), 0);
+        _ = LibC.dup2(fd, 1);
+        _ = LibC.dup2(fd, 2);
+    }
+
+    /// <returns>0 when an exit record was written, 1 when a failure was.</returns>
+    public static async Task<int> RunAsync(ShimDirectory dir, ShimSpec spec, ContainerSupervisor supervisor, ILogger logger, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(dir);
+        ArgumentNullException.ThrowIfNull(spec);
+        ArgumentNullException.ThrowIfNull(supervisor);
+        var status = new StatusWriter(dir);
+        using var log = new SandboxLog(dir.LogFile, spec.LogCapBytes, () => ShimLog.LogCapReached(logger, dir.Id, spec.LogCapBytes));
+        try
+        {
+            var io = new ContainerIo(log.StreamFor(OutputStream.Stdout), log.StreamFor(OutputStream.Stderr));
+            var exit = await supervisor.RunAsync(spec.Request with { Id = dir.Id }, io, status, cancellationToken).ConfigureAwait(false);
+            log.Close();
+            dir.WriteExit(exit);
+            ShimLog.Exited(logger, dir.Id, exit.ExitCode, exit.OomKilled);
+            return 0;
+        }
+        catch (Exception ex)
+        {
+            log.Close();
+            dir.WriteFailure(ex.Message);
+            ShimLog.Failed(logger, dir.Id, ex.Message);
+            return 1;
+        }
+    }
+
+    /// <summary>Turns the supervisor's callbacks into status.json, in order: started, then each OOM event.</summary>
+    private sealed class StatusWriter : IContainerObserver
+    {
+        private readonly Lock _gate = new();
+        private readonly ShimDirectory _dir;
+        private ShimStatus _status;
+
+        public StatusWriter(ShimDirectory dir)
+        {
+            _dir = dir;
+            _status = new ShimStatus { ShimPid = Environment.ProcessId };
+            _dir.WriteStatus(_status);
+        }
+
+        public void OnStarted(string id, int pid) => Change(s => s with { Pid = pid });
+
+        public void OnOom(string id, OomEvent oom) =>
+            Change(s => s with { OomEvents = [.. s.OomEvents, new OomEventRecord(oom.Kind.ToString().ToLowerInvariant(), oom.At, oom.OomKills, oom.Detail)] });
+
+        private void Change(Func<ShimStatus, ShimStatus> change)
+        {
+            lock (_gate)
+            {
+                _status = change(_status);
+                _dir.WriteStatus(_status);
+            }
+        }
+    }
+}
+
+internal static partial class ShimLog
+{
+    [LoggerMessage(2101, LogLevel.Information, "sandbox exited id={Id} exit_code={ExitCode} oom_killed={OomKilled}")]
+    public static partial void Exited(ILogger logger, string id, int exitCode, bool oomKilled);
+
+    [LoggerMessage(2102, LogLevel.Error, "sandbox failed id={Id} error={Error}")]
+    public static partial void Failed(ILogger logger, string id, string error);
+
+    [LoggerMessage(2103, LogLevel.Warning, "log limit reached, further output dropped id={Id} log_cap_bytes={CapBytes}")]
+    public static partial void LogCapReached(ILogger logger, string id, long capBytes);
+}
