@@ -37,4 +37,10 @@ internal static partial class DaemonLog
 
     [LoggerMessage(4010, LogLevel.Warning, "stale records of an earlier daemon removed count={Count} dir={Dir}")]
     public static partial void StaleRecordsRemoved(ILogger logger, int count, string dir);
+
+    [LoggerMessage(4011, LogLevel.Information, "daemon listening tcp={Endpoint} auth=bearer")]
+    public static partial void ListeningTcp(ILogger logger, string endpoint);
+
+    [LoggerMessage(4012, LogLevel.Information, "admission capacity cpus={Cpus} memory_bytes={MemoryBytes}")]
+    public static partial void Capacity(ILogger logger, double cpus, long memoryBytes);
 }
