@@ -41,7 +41,8 @@ public sealed class DaemonProcess : IAsyncDisposable
         }
     }
 
-    public static async Task<DaemonProcess> StartAsync()
+    /// <param name="extraArgs">More `corral serve` options (--listen, --capacity-cpus, --data-dir ...).</param>
+    public static async Task<DaemonProcess> StartAsync(params string[] extraArgs)
     {
         RuntimeCheck.Require("runc");
         RuntimeCheck.Require("runsc");
@@ -53,7 +54,7 @@ public sealed class DaemonProcess : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var arg in new[] { DaemonDll, "--socket", Path.Combine(root, "corral.sock"), "--state-dir", Path.Combine(root, "state") })
+        foreach (var arg in (string[])[DaemonDll, "--socket", Path.Combine(root, "corral.sock"), "--state-dir", Path.Combine(root, "state"), .. extraArgs])
         {
             info.ArgumentList.Add(arg);
         }
