@@ -286,10 +286,12 @@ public sealed class DaemonFeatureTests(FeatureDaemonFixture fixture) : IClassFix
         (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
     }
 
-    [Fact]
-    public async Task ASandboxFromAnImageRunsItsDefaultsAndLeavesNothing()
+    [Theory]
+    [InlineData("runc")]
+    [InlineData("gvisor")]
+    public async Task ASandboxFromAnImageRunsItsDefaultsAndLeavesNothing(string runtime)
     {
-        var request = Request([], r => r.Image = FeatureDaemonFixture.TinyImage, rootfs: string.Empty);
+        var request = DaemonSandboxTests.Request(runtime, [], r => r.Image = FeatureDaemonFixture.TinyImage, rootfs: string.Empty);
 
         var id = fixture.Track(await fixture.Client.CreateAsync(request, Ct));
         var exit = await fixture.Client.WaitAsync(id, Ct);
