@@ -116,7 +116,19 @@ public static class DaemonHost
         });
         try
         {
-            await app.RunAsync().ConfigureAwait(false);
+            try
+            {
+                await app.StartAsync().ConfigureAwait(false);
+            }
+            catch (IOException ex)
+            {
+                // Kestrel could not bind (a TCP port in use, a socket directory it cannot write): one line, not a trace.
+                await app.DisposeAsync().ConfigureAwait(false);
+                throw new CorralException($"cannot listen: {ex.Message}");
+            }
+
+            await app.WaitForShutdownAsync().ConfigureAwait(false);
+            await app.DisposeAsync().ConfigureAwait(false);
         }
         finally
         {

@@ -183,7 +183,7 @@ public sealed class DaemonFeatureTests(FeatureDaemonFixture fixture) : IClassFix
     }
 
     [Fact]
-    public async Task ListenWithoutAPrivateTokenFileIsRefusedAtStart()
+    public async Task ListenWithoutAPrivateTokenFileOrOnAPortInUseIsRefusedAtStart()
     {
         var shared = Path.Combine(fixture.Root, "shared-token");
         File.WriteAllText(shared, "t\n");
@@ -192,12 +192,16 @@ public sealed class DaemonFeatureTests(FeatureDaemonFixture fixture) : IClassFix
 
         var noToken = await ServeAsync("--listen", $"127.0.0.1:{port}");
         var readable = await ServeAsync("--listen", $"127.0.0.1:{port}", "--token-file", shared);
+        var inUse = await ServeAsync("--listen", $"127.0.0.1:{fixture.Port}", "--token-file", fixture.TokenFile);
 
         noToken.Code.ShouldNotBe(0);
         noToken.Stderr.ShouldBe($"corral serve: --listen 127.0.0.1:{port} needs --token-file F: the TCP endpoint is only served with a bearer token\n");
         readable.Code.ShouldNotBe(0);
         readable.Stderr.ShouldContain("chmod 600");
         readable.Stderr.Count(c => c == '\n').ShouldBe(1);
+        inUse.Code.ShouldNotBe(0);
+        inUse.Stderr.ShouldStartWith("corral serve: cannot listen: ");
+        inUse.Stderr.ShouldContain("address already in use");
     }
 
     [Fact]
