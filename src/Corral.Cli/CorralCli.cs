@@ -26,7 +26,7 @@ internal static class CorralCli
     {
         var root = new RootCommand("Corral: run commands in runc or gVisor containers and know exactly how they ended.")
         {
-            StateDir, DataDir, LogLevelOption, RuncPath, RunscPath, RunscPlatform, DaemonCommands.Host,
+            StateDir, DataDir, LogLevelOption, RuncPath, RunscPath, RunscPlatform, DaemonCommands.Host, DaemonCommands.TokenFile,
         };
         root.Add(RunCommand.Create());
         root.Add(KillCommand());
@@ -117,9 +117,16 @@ internal static class CorralCli
     private static Command PsCommand()
     {
         var json = new Option<bool>("--json") { Description = "Print JSON instead of a table" };
-        var command = new Command("ps", "List running containers") { json };
-        command.SetAction(parse =>
+        var labels = new Option<string[]>("--label", "-l") { Description = "Only daemon sandboxes with this label K=V (repeatable; all must match)", AllowMultipleArgumentsPerToken = false };
+        var states = new Option<string[]>("--state") { Description = "Only daemon sandboxes in this state: created, running, exited, failed (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var command = new Command("ps", "List running containers; with --host (or $CORRAL_HOST), --label or --state, the daemon's sandboxes") { json, labels, states };
+        command.SetAction(async (parse, ct) =>
         {
+            if (DaemonCommands.HostGiven(parse) || parse.GetValue(labels) is { Length: > 0 } || parse.GetValue(states) is { Length: > 0 })
+            {
+                return await DaemonQueries.PsAsync(parse, parse.GetValue(labels) ?? [], parse.GetValue(states) ?? [], parse.GetValue(json), ct).ConfigureAwait(false);
+            }
+
             var ctx = Context(parse);
             var containers = new ContainerStateStore(ctx.StateDir).List();
             if (parse.GetValue(json))
@@ -153,7 +160,7 @@ internal static class CorralCli
     }
 
     /// <summary>Tables are never wrapped to 80 columns when piped: scripts and tests read them whole.</summary>
-    private static void Table(Table table)
+    public static void Table(Table table)
     {
         if (Console.IsOutputRedirected)
         {
@@ -167,13 +174,25 @@ internal static class CorralCli
     {
         var id = new Argument<string>("ID") { Description = "Container to read" };
         var json = new Option<bool>("--json") { Description = "Print JSON" };
-        var command = new Command("stats", "Memory, CPU and pids of a running container, from its cgroup") { id, json };
+        var command = new Command("stats", "Memory, CPU and pids of a running container, from its cgroup; with --host (or $CORRAL_HOST), a daemon sandbox's") { id, json };
         command.SetAction(async (parse, ct) =>
         {
             var ctx = Context(parse);
             var containerId = parse.GetValue(id)!;
-            var state = new ContainerStateStore(ctx.StateDir).Get(ContainerId.Validate(containerId))
-                ?? throw new CorralException($"no such container: {containerId}", 1);
+            if (DaemonCommands.HostGiven(parse))
+            {
+                return await DaemonQueries.StatsAsync(parse, containerId, parse.GetValue(json), ct).ConfigureAwait(false);
+            }
+
+            var state = new ContainerStateStore(ctx.StateDir).Get(ContainerId.Validate(containerId));
+            if (state is null)
+            {
+                // Not a container of this host's CLI: a sandbox of the local daemon, when one serves.
+                return File.Exists(Client.CorralClient.DefaultSocketPath)
+                    ? await DaemonQueries.StatsAsync(parse, containerId, parse.GetValue(json), ct).ConfigureAwait(false)
+                    : throw new CorralException($"no such container: {containerId}", 1);
+            }
+
             var stats = ctx.CreateSupervisor().ReadStats(containerId)
                 ?? throw new CorralException($"no cgroup stats for {containerId}: no cgroup available on this host");
             string? sandboxView = null;
@@ -241,13 +260,13 @@ internal static class CorralCli
         return command;
     }
 
-    private static string Ago(DateTimeOffset at)
+    public static string Ago(DateTimeOffset at)
     {
         var age = DateTimeOffset.UtcNow - at;
         return age.TotalSeconds < 60 ? $"{age.TotalSeconds:0}s ago" : age.TotalMinutes < 60 ? $"{age.TotalMinutes:0}m ago" : $"{age.TotalHours:0}h ago";
     }
 
-    private static string Truncate(string text, int max) => text.Length <= max ? text : text[..(max - 1)] + "…";
+    public static string Truncate(string text, int max) => text.Length <= max ? text : text[..(max - 1)] + "…";
 }
 
 internal sealed record StatsView(string Id, string Runtime, CgroupStats Cgroup, string? SandboxStats);

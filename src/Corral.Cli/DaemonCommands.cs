@@ -11,27 +11,71 @@ namespace Corral.Cli;
 /// <summary>Commands that go through a running daemon (`corral serve`) instead of supervising here.</summary>
 internal static class DaemonCommands
 {
-    public static readonly Option<string> Host = new("--host", "-H") { Description = "Daemon address, unix://PATH (default unix:///run/corral/corral.sock, or $CORRAL_HOST)", Recursive = true };
+    public static readonly Option<string> Host = new("--host", "-H") { Description = "Daemon address, unix://PATH or tcp://HOST:PORT (default unix:///run/corral/corral.sock, or $CORRAL_HOST)", Recursive = true };
+
+    public static readonly Option<string> TokenFile = new("--token-file") { Description = "File with the bearer token for a tcp:// --host (or $CORRAL_TOKEN)", Recursive = true };
 
     private static readonly JsonFormatter Json = new(JsonFormatter.Settings.Default.WithIndentation().WithFormatDefaultValues(false));
 
+    /// <summary>True when the user named a daemon (--host or $CORRAL_HOST): commands that can also work locally then use it.</summary>
+    public static bool HostGiven(ParseResult parse) =>
+        parse.GetValue(Host) is not null || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable("CORRAL_HOST"));
+
     public static CorralClient Connect(ParseResult parse)
     {
-        var host = parse.GetValue(Host) ?? Environment.GetEnvironmentVariable("CORRAL_HOST") ?? "unix://" + CorralClient.DefaultSocketPath;
+        var host = parse.GetValue(Host) ?? NonEmpty(Environment.GetEnvironmentVariable("CORRAL_HOST")) ?? "unix://" + CorralClient.DefaultSocketPath;
+        if (host.StartsWith("tcp://", StringComparison.Ordinal) || host.StartsWith("http://", StringComparison.Ordinal))
+        {
+            var token = Token(parse) ?? throw new CorralException($"--host {host} needs the daemon's token: --token-file F, or $CORRAL_TOKEN");
+            try
+            {
+                return CorralClient.Connect(host, token);
+            }
+            catch (ArgumentException)
+            {
+                throw new CorralException($"invalid --host '{host}': use tcp://HOST:PORT");
+            }
+        }
+
         if (!host.StartsWith("unix://", StringComparison.Ordinal) || host.Length <= "unix://".Length)
         {
-            throw new CorralException($"invalid --host '{host}': use unix:///path/to/corral.sock");
+            throw new CorralException($"invalid --host '{host}': use unix:///path/to/corral.sock or tcp://HOST:PORT");
         }
 
         return CorralClient.Connect(host["unix://".Length..]);
     }
 
+    private static string? Token(ParseResult parse)
+    {
+        if (parse.GetValue(TokenFile) is { } path)
+        {
+            string text;
+            try
+            {
+                text = File.ReadAllText(path);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw new CorralException($"cannot read --token-file {path}: {ex.Message}");
+            }
+
+            return NonEmpty(text.Split('\n', 2)[0].Trim()) ?? throw new CorralException($"--token-file {path} is empty");
+        }
+
+        return NonEmpty(Environment.GetEnvironmentVariable("CORRAL_TOKEN")?.Trim());
+    }
+
+    private static string? NonEmpty(string? text) => string.IsNullOrEmpty(text) ? null : text;
+
     /// <summary>A daemon's refusal as one line and the exit code a script can test.</summary>
     public static int Fail(RpcException ex)
     {
-        var message = ex.StatusCode == StatusCode.Unavailable
-            ? $"cannot reach the daemon: {ex.Status.Detail} (is `corral serve` running? see --host)"
-            : ex.Status.Detail;
+        var message = ex.StatusCode switch
+        {
+            StatusCode.Unavailable => $"cannot reach the daemon: {ex.Status.Detail} (is `corral serve` running? see --host)",
+            StatusCode.Unauthenticated => $"the daemon refused the call: {ex.Status.Detail}",
+            _ => ex.Status.Detail,
+        };
         Console.Error.WriteLine($"corral: {message}");
         return ex.StatusCode == StatusCode.NotFound ? 1 : CorralExitCodes.CorralError;
     }

@@ -29,7 +29,7 @@ internal static class RunCommand
         var image = new Option<string>("--image") { Description = "Run from this image (pulled when missing): its layers as an overlay, its Entrypoint/Cmd/Env/WorkingDir as defaults" };
         var pull = new Option<string>("--pull") { Description = "missing (default): pull the image when the store lacks it; always; never", DefaultValueFactory = _ => "missing" };
         var gpu = new Option<bool>("--gpu") { Description = "Give the container the host's NVIDIA GPUs (gVisor: nvproxy)" };
-        var detach = new Option<bool>("--detach", "-d") { Description = "Run it in the daemon (`corral serve`, see --host) and print its id" };
+        var detach = new Option<bool>("--detach", "-d") { Description = "Run it in the daemon (`corral serve`, see --host) and print its id; --rootfs and --image are then on the daemon's host (its store, never pulled)" };
         var labels = new Option<string[]>("--label", "-l") { Description = "Label K=V for the daemon's List (repeatable; with -d)", AllowMultipleArgumentsPerToken = false };
         var command = new Argument<string[]>("CMD") { Description = "Command and arguments, after --", Arity = ArgumentArity.ZeroOrMore };
         var run = new Command("run", "Run a command in a new container and exit with its exit code")
@@ -73,6 +73,11 @@ internal static class RunCommand
                 Limits = limits,
                 Gpu = parse.GetValue(gpu),
             };
+            if (parse.GetValue(detach))
+            {
+                return await RunDetachedAsync(parse, request, parse.GetValue(rootfs), parse.GetValue(image), parse.GetValue(labels) ?? [], resultPath is not null || parse.GetValue(startTimeout) is not null || parse.GetValue(allowance) is not null).ConfigureAwait(false);
+            }
+
             if (parse.GetValue(image) is { } imageName)
             {
                 if (parse.GetValue(rootfs) is not null)
@@ -109,16 +114,7 @@ internal static class RunCommand
                 request = request with { Rootfs = await ctx.EnsureDefaultImageAsync(CancellationToken.None).ConfigureAwait(false) };
             }
 
-            if (parse.GetValue(detach))
-            {
-                if (resultPath is not null || parse.GetValue(startTimeout) is not null || parse.GetValue(allowance) is not null || request.Gpu || request.ImageLayers is not null)
-                {
-                    throw new CorralException("--result-file, --start-timeout, --gvisor-memory-allowance, --gpu and --image are not available with -d yet: use `corral wait ID` for the exit record");
-                }
-
-                return await DaemonCommands.RunDetachedAsync(parse, ToCreateRequest(request, (parse.GetValue(labels) ?? []).Select(ParseLabel)), CancellationToken.None).ConfigureAwait(false);
-            }
-            else if (parse.GetValue(labels) is { Length: > 0 })
+            if (parse.GetValue(labels) is { Length: > 0 })
             {
                 throw new CorralException("--label needs -d: labels belong to daemon sandboxes");
             }
@@ -151,6 +147,37 @@ internal static class RunCommand
         return run;
     }
 
+    /// <summary>
+    /// `run -d`: the daemon resolves the root filesystem on its own host: --rootfs as given, --image
+    /// from its image store (never pulled), or its default image.
+    /// </summary>
+    private static async Task<int> RunDetachedAsync(ParseResult parse, ContainerRequest request, string? rootfs, string? image, string[] labels, bool localOnlyOptions)
+    {
+        if (localOnlyOptions || request.Gpu)
+        {
+            throw new CorralException("--result-file, --start-timeout, --gvisor-memory-allowance and --gpu are not available with -d yet: use `corral wait ID` for the exit record");
+        }
+
+        if (image is not null && rootfs is not null)
+        {
+            throw new CorralException("--image and --rootfs cannot be used together");
+        }
+
+        if (request.Command.Count == 0 && image is null)
+        {
+            throw new CorralException("no command given: corral run [options] -- CMD [ARGS...]");
+        }
+
+        if (request.Command.Count > 0 && request.Command[0].StartsWith('-'))
+        {
+            throw new CorralException($"unrecognized option '{request.Command[0]}' (the command goes after --)");
+        }
+
+        var create = ToCreateRequest(request with { Rootfs = rootfs is null ? string.Empty : Path.GetFullPath(rootfs) }, labels.Select(ParseLabel));
+        create.Image = image ?? string.Empty;
+        return await DaemonCommands.RunDetachedAsync(parse, create, CancellationToken.None).ConfigureAwait(false);
+    }
+
     private static async Task<Corral.Images.StoredImage> ResolveImageAsync(CorralContext ctx, ParseResult parse, string name, string policy)
     {
         if (policy is not ("missing" or "always" or "never"))
@@ -176,7 +203,7 @@ internal static class RunCommand
     {
         var create = new Protocol.V1.CreateRequest
         {
-            Rootfs = Path.GetFullPath(request.Rootfs),
+            Rootfs = request.Rootfs,
             Runtime = request.Runtime == RuntimeKind.Runc ? Protocol.V1.Runtime.Runc : Protocol.V1.Runtime.Gvisor,
             Workdir = request.Workdir ?? string.Empty,
             Name = request.Id ?? string.Empty,

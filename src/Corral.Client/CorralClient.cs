@@ -9,8 +9,9 @@ using Corral.Protocol.V1;
 namespace Corral.Client;
 
 /// <summary>
-/// A connection to a Corral daemon on its Unix socket. Failures surface as <see cref="RpcException"/>
-/// with the daemon's status: NotFound, InvalidArgument, FailedPrecondition, AlreadyExists, Unavailable.
+/// A connection to a Corral daemon on its Unix socket, or over TCP with a bearer token. Failures
+/// surface as <see cref="RpcException"/> with the daemon's status: NotFound, InvalidArgument,
+/// FailedPrecondition, AlreadyExists, ResourceExhausted, Unauthenticated, Unavailable.
 /// </summary>
 public sealed class CorralClient : IAsyncDisposable, IDisposable
 {
@@ -18,14 +19,19 @@ public sealed class CorralClient : IAsyncDisposable, IDisposable
 
     private readonly GrpcChannel _channel;
 
-    private CorralClient(GrpcChannel channel, string socketPath)
+    private CorralClient(GrpcChannel channel, string address, string socketPath)
     {
         _channel = channel;
+        Address = address;
         SocketPath = socketPath;
         Raw = new Sandboxes.SandboxesClient(channel);
         Health = new Health.HealthClient(channel);
     }
 
+    /// <summary>unix://PATH or http://HOST:PORT.</summary>
+    public string Address { get; }
+
+    /// <summary>The Unix socket; empty over TCP.</summary>
     public string SocketPath { get; }
 
     /// <summary>The generated client, for calls this wrapper does not cover.</summary>
@@ -33,10 +39,21 @@ public sealed class CorralClient : IAsyncDisposable, IDisposable
 
     public Health.HealthClient Health { get; }
 
-    /// <summary>Connects lazily: the first call opens the socket.</summary>
-    public static CorralClient Connect(string socketPath = DefaultSocketPath)
+    /// <summary>
+    /// Connects lazily: the first call opens the connection. <paramref name="target"/> is a socket
+    /// path, unix://PATH, or tcp://HOST:PORT (http:// too) where the daemon serves TCP with
+    /// --listen; <paramref name="token"/> is its bearer token, sent with every call.
+    /// </summary>
+    public static CorralClient Connect(string target = DefaultSocketPath, string? token = null)
     {
-        ArgumentException.ThrowIfNullOrEmpty(socketPath);
+        ArgumentException.ThrowIfNullOrEmpty(target);
+        if (target.StartsWith("tcp://", StringComparison.Ordinal) || target.StartsWith("http://", StringComparison.Ordinal))
+        {
+            return ConnectTcp(target, token);
+        }
+
+        var socketPath = target.StartsWith("unix://", StringComparison.Ordinal) ? target["unix://".Length..] : target;
+        ArgumentException.ThrowIfNullOrEmpty(socketPath, nameof(target));
         var endpoint = new UnixDomainSocketEndPoint(socketPath);
         var handler = new SocketsHttpHandler
         {
@@ -64,7 +81,31 @@ public sealed class CorralClient : IAsyncDisposable, IDisposable
             DisposeHttpClient = true,
             MaxReceiveMessageSize = 16 << 20,
         });
-        return new CorralClient(channel, socketPath);
+        return new CorralClient(channel, "unix://" + socketPath, socketPath);
+    }
+
+    private static CorralClient ConnectTcp(string target, string? token)
+    {
+        // h2c: HTTP/2 without TLS, as the daemon's --listen serves it.
+        var address = "http://" + target[(target.IndexOf("://", StringComparison.Ordinal) + 3)..].TrimEnd('/');
+        if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Port <= 0 || uri.AbsolutePath != "/")
+        {
+            throw new ArgumentException($"invalid daemon address '{target}': use tcp://HOST:PORT", nameof(target));
+        }
+
+        HttpMessageHandler handler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true };
+        if (!string.IsNullOrEmpty(token))
+        {
+            handler = new BearerTokenHandler(token, handler);
+        }
+
+        var channel = GrpcChannel.ForAddress(uri, new GrpcChannelOptions
+        {
+            HttpHandler = handler,
+            DisposeHttpClient = true,
+            MaxReceiveMessageSize = 16 << 20,
+        });
+        return new CorralClient(channel, address, string.Empty);
     }
 
     /// <summary>True when the daemon answers and reports SERVING.</summary>
@@ -129,6 +170,10 @@ public sealed class CorralClient : IAsyncDisposable, IDisposable
         return response.Sandboxes;
     }
 
+    /// <summary>A running sandbox's cgroup counters; FailedPrecondition once it ended.</summary>
+    public async Task<SandboxStats> StatsAsync(string id, CancellationToken cancellationToken = default) =>
+        await Raw.StatsAsync(new StatsRequest { Id = id }, cancellationToken: cancellationToken).ConfigureAwait(false);
+
     /// <summary>The sandbox's output in write order; with <paramref name="follow"/>, until it ended.</summary>
     public async IAsyncEnumerable<LogChunk> LogsAsync(string id, bool follow = false, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -155,5 +200,17 @@ public sealed class CorralClient : IAsyncDisposable, IDisposable
     {
         _channel.Dispose();
         return ValueTask.CompletedTask;
+    }
+}
+
+/// <summary>Adds `authorization: Bearer TOKEN` to every request.</summary>
+internal sealed class BearerTokenHandler(string token, HttpMessageHandler inner) : DelegatingHandler(inner)
+{
+    private readonly System.Net.Http.Headers.AuthenticationHeaderValue _header = new("Bearer", token);
+
+    protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        request.Headers.Authorization = _header;
+        return base.SendAsync(request, cancellationToken);
     }
 }

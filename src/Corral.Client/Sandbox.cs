@@ -16,6 +16,8 @@ public sealed class Sandbox(CorralClient client, string id) : IAsyncDisposable
     public Task KillAsync(string signal = "TERM", TimeSpan? grace = null, CancellationToken cancellationToken = default) =>
         client.KillAsync(Id, signal, grace, cancellationToken);
 
+    public Task<SandboxStats> StatsAsync(CancellationToken cancellationToken = default) => client.StatsAsync(Id, cancellationToken);
+
     public Task<SandboxInfo> InspectAsync(CancellationToken cancellationToken = default) => client.InspectAsync(Id, cancellationToken);
 
     public IAsyncEnumerable<LogChunk> LogsAsync(bool follow = false, CancellationToken cancellationToken = default) =>

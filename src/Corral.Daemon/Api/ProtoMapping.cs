@@ -137,4 +137,32 @@ internal static class ProtoMapping
         Stream = stream == OutputStream.Stdout ? Proto.LogStream.Stdout : Proto.LogStream.Stderr,
         Data = UnsafeByteOperations.UnsafeWrap(data),
     };
+
+    public static Proto.SandboxStats ToProto(this Corral.Cgroups.CgroupStats stats, string id)
+    {
+        var message = new Proto.SandboxStats
+        {
+            Id = id,
+            MemoryCurrentBytes = stats.MemoryCurrentBytes,
+            CpuUsageNs = stats.CpuUsageNs,
+            PidsCurrent = stats.PidsCurrent,
+            OomKills = stats.OomKills,
+        };
+        if (stats.MemoryPeakBytes is { } peak)
+        {
+            message.MemoryPeakBytes = peak;
+        }
+
+        if (stats.MemoryLimitBytes is { } limit)
+        {
+            message.MemoryLimitBytes = limit;
+        }
+
+        if (stats.PidsLimit is { } pids)
+        {
+            message.PidsLimit = pids;
+        }
+
+        return message;
+    }
 }

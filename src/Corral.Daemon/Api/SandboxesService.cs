@@ -1,6 +1,9 @@
 using Corral.Cgroups;
 using Corral.Common;
+using Corral.Daemon.Admission;
+using Corral.Daemon.Images;
 using Corral.Daemon.Sandboxes;
+using Corral.Daemon.Stats;
 using Corral.Runtimes;
 using Corral.Shim;
 using Corral.Supervision;
@@ -10,15 +13,24 @@ using Proto = Corral.Protocol.V1;
 namespace Corral.Daemon.Api;
 
 /// <summary>The gRPC face of <see cref="SandboxRegistry"/>: turns its refusals into statuses a caller can act on.</summary>
-internal sealed class SandboxesService(SandboxRegistry registry, EventHub events) : Proto.Sandboxes.SandboxesBase
+internal sealed class SandboxesService(
+    SandboxRegistry registry,
+    EventHub events,
+    SandboxAdmission admission,
+    SandboxImages images,
+    SandboxStatsReader stats) : Proto.Sandboxes.SandboxesBase
 {
     private static readonly TimeSpan DefaultGrace = TimeSpan.FromSeconds(10);
 
-    public override Task<Proto.CreateResponse> Create(Proto.CreateRequest request, ServerCallContext context) => Guard(() =>
+    public override Task<Proto.CreateResponse> Create(Proto.CreateRequest request, ServerCallContext context) => Guard(async () =>
     {
-        var sandbox = registry.Create(ToRequest(request), request.Labels.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
-        return Task.FromResult(new Proto.CreateResponse { Id = sandbox.Id });
+        var containerRequest = await images.ApplyAsync(ToRequest(request), request.Image, context.CancellationToken).ConfigureAwait(false);
+        var sandbox = admission.Create(containerRequest, request.Labels.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
+        return new Proto.CreateResponse { Id = sandbox.Id };
     });
+
+    public override Task<Proto.SandboxStats> Stats(Proto.StatsRequest request, ServerCallContext context) =>
+        Guard(() => Task.FromResult(stats.Read(request.Id).ToProto(request.Id)));
 
     public override Task<Proto.ExitRecord> Wait(Proto.WaitRequest request, ServerCallContext context) => Guard(async () =>
     {
@@ -107,7 +119,8 @@ internal sealed class SandboxesService(SandboxRegistry registry, EventHub events
 
     private static ContainerRequest ToRequest(Proto.CreateRequest request)
     {
-        if (string.IsNullOrWhiteSpace(request.Rootfs) || !Path.IsPathRooted(request.Rootfs))
+        // Empty: an image, or the default image (SandboxImages decides).
+        if (request.Rootfs.Length > 0 && (string.IsNullOrWhiteSpace(request.Rootfs) || !Path.IsPathRooted(request.Rootfs)))
         {
             throw new CorralException($"invalid rootfs '{request.Rootfs}': an absolute path on the daemon's host is needed");
         }
@@ -168,6 +181,10 @@ internal sealed class SandboxesService(SandboxRegistry registry, EventHub events
         catch (CorralException ex)
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, ex.Message));
+        }
+        catch (AdmissionRefusedException ex)
+        {
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, ex.Message));
         }
     }
 }

@@ -1,8 +1,12 @@
 using Corral.Cgroups;
 using Corral.Common;
+using Corral.Daemon.Admission;
 using Corral.Daemon.Api;
+using Corral.Daemon.Images;
 using Corral.Daemon.Logging;
 using Corral.Daemon.Sandboxes;
+using Corral.Daemon.Stats;
+using Corral.Images;
 using Corral.Oom;
 using Corral.Runtimes;
 using Corral.Supervision;
@@ -16,16 +20,22 @@ using Microsoft.Extensions.Options;
 
 namespace Corral.Daemon.Hosting;
 
-/// <summary>`corral serve`: the gRPC API on a Unix socket, one supervisor run per sandbox.</summary>
+/// <summary>`corral serve`: the gRPC API on a Unix socket (and TCP with a token), one supervisor run per sandbox.</summary>
 public static class DaemonHost
 {
-    public const string Usage = "usage: corral serve [--socket PATH] [--state-dir DIR] [--shim PATH] [--log-level LEVEL] [--runsc-platform P] [--runc-path P] [--runsc-path P]";
+    public const string Usage =
+        "usage: corral serve [--socket PATH] [--state-dir DIR] [--data-dir DIR] [--shim PATH] [--log-level LEVEL] [--runsc-platform P] [--runc-path P] [--runsc-path P]\n"
+        + "                    [--listen HOST:PORT --token-file F] [--capacity-cpus N] [--capacity-memory SIZE] [--memory-reserve SIZE]";
 
     public static async Task<int> RunAsync(string[] args)
     {
         var daemon = new DaemonOptions();
         var runtime = new RuntimeOptions();
+        var admission = new AdmissionOptions();
         var logLevel = LogLevel.Information;
+        string? listen = null;
+        string? tokenFile = null;
+        var dataDir = Environment.GetEnvironmentVariable("CORRAL_DATA_DIR") ?? "/var/lib/corral";
         for (var i = 0; i < args.Length; i++)
         {
             var arg = args[i];
@@ -64,6 +74,26 @@ public static class DaemonHost
                 case "--runsc-path":
                     runtime.RunscPath = value;
                     break;
+                case "--data-dir":
+                    dataDir = Path.GetFullPath(value);
+                    break;
+                case "--listen":
+                    listen = value;
+                    break;
+                case "--token-file":
+                    tokenFile = Path.GetFullPath(value);
+                    break;
+                case "--capacity-cpus":
+                    admission.CapacityCpus = double.TryParse(value, System.Globalization.NumberStyles.AllowDecimalPoint, System.Globalization.CultureInfo.InvariantCulture, out var cpus) && cpus > 0
+                        ? cpus
+                        : throw new CorralException($"invalid --capacity-cpus '{value}': expected a positive number of cores");
+                    break;
+                case "--capacity-memory":
+                    admission.CapacityMemoryBytes = ByteSize.Parse(value);
+                    break;
+                case "--memory-reserve":
+                    admission.MemoryReserveBytes = value == "0" ? 0 : ByteSize.Parse(value);
+                    break;
                 default:
                     throw new CorralException($"unknown option '{arg}'\n{Usage}");
             }
@@ -76,18 +106,39 @@ public static class DaemonHost
 
         daemon.Runtime = runtime;
         daemon.ShimLogLevel = logLevel;
-        var app = Build(daemon, runtime, logLevel);
+        var tcp = TcpEndpointOptions.From(listen, tokenFile);
+        var app = Build(daemon, runtime, logLevel, new DaemonFeatures(tcp, admission, dataDir));
         PrepareSocket(daemon.SocketPath);
         var lifetime = app.Services.GetRequiredService<IHostApplicationLifetime>();
         lifetime.ApplicationStarted.Register(() =>
         {
             // Only root (the daemon's user) may drive containers through the socket.
             File.SetUnixFileMode(daemon.SocketPath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            DaemonLog.Listening(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Corral.Daemon"), daemon.SocketPath, daemon.StateDir, Environment.ProcessId);
+            var log = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Corral.Daemon");
+            DaemonLog.Listening(log, daemon.SocketPath, daemon.StateDir, Environment.ProcessId);
+            if (tcp is not null)
+            {
+                DaemonLog.ListeningTcp(log, tcp.Endpoint.ToString());
+            }
+
+            var capacity = app.Services.GetRequiredService<SandboxAdmission>().Capacity;
+            DaemonLog.Capacity(log, capacity.Cpus, capacity.MemoryBytes);
         });
         try
         {
-            await app.RunAsync().ConfigureAwait(false);
+            try
+            {
+                await app.StartAsync().ConfigureAwait(false);
+            }
+            catch (IOException ex)
+            {
+                // Kestrel could not bind (a TCP port in use, a socket directory it cannot write): one line, not a trace.
+                await app.DisposeAsync().ConfigureAwait(false);
+                throw new CorralException($"cannot listen: {ex.Message}");
+            }
+
+            await app.WaitForShutdownAsync().ConfigureAwait(false);
+            await app.DisposeAsync().ConfigureAwait(false);
         }
         finally
         {
@@ -97,8 +148,9 @@ public static class DaemonHost
         return 0;
     }
 
-    public static WebApplication Build(DaemonOptions daemon, RuntimeOptions runtime, LogLevel logLevel)
+    public static WebApplication Build(DaemonOptions daemon, RuntimeOptions runtime, LogLevel logLevel, DaemonFeatures? features = null)
     {
+        features ??= new DaemonFeatures(null, new AdmissionOptions(), "/var/lib/corral");
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
         builder.Logging.SetMinimumLevel(logLevel);
@@ -113,6 +165,11 @@ public static class DaemonHost
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.ListenUnixSocket(daemon.SocketPath, listen => listen.Protocols = HttpProtocols.Http2);
+            if (features.Tcp is { } tcp)
+            {
+                // h2c (HTTP/2 with prior knowledge): what gRPC clients speak without TLS.
+                k.Listen(tcp.Endpoint, listen => listen.Protocols = HttpProtocols.Http2);
+            }
         });
 
         builder.Services.AddSingleton(Options.Create(daemon));
@@ -132,6 +189,12 @@ public static class DaemonHost
         });
         builder.Services.AddSingleton<SandboxRegistry>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxRegistry>());
+        var capacity = HostCapacity.Detect(features.Admission);
+        builder.Services.AddSingleton(sp => new SandboxAdmission(sp.GetRequiredService<SandboxRegistry>(), capacity));
+        builder.Services.AddSingleton(sp => new SandboxImages(
+            new ImageStore(features.DataDir, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILoggerFactory>().CreateLogger<ImageStore>()),
+            new DefaultImage(features.DataDir)));
+        builder.Services.AddSingleton<SandboxStatsReader>();
         builder.Services.AddGrpc();
         builder.Services.AddGrpcHealthChecks().AddCheck<SandboxRegistryHealthCheck>("sandboxes");
 
@@ -139,6 +202,11 @@ public static class DaemonHost
         builder.Services.Configure<Grpc.AspNetCore.HealthChecks.GrpcHealthChecksOptions>(o => o.UseHealthChecksCache = false);
 
         var app = builder.Build();
+        if (features.Tcp is { } tcpEndpoint)
+        {
+            app.UseMiddleware<BearerTokenMiddleware>(tcpEndpoint);
+        }
+
         app.MapGrpcService<SandboxesService>();
         app.MapGrpcHealthChecksService();
         return app;
@@ -179,3 +247,6 @@ public static class DaemonHost
         }
     }
 }
+
+/// <summary>The daemon's optional parts: the TCP endpoint, admission's capacity, the image store's data dir.</summary>
+public sealed record DaemonFeatures(TcpEndpointOptions? Tcp, AdmissionOptions Admission, string DataDir);

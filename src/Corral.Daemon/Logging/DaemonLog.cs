@@ -46,4 +46,10 @@ internal static partial class DaemonLog
 
     [LoggerMessage(4013, LogLevel.Warning, "sandbox record unreadable, dropped dir={Dir} error={Error}")]
     public static partial void RecordUnreadable(ILogger logger, string dir, string error);
+
+    [LoggerMessage(4014, LogLevel.Information, "daemon listening tcp={Endpoint} auth=bearer")]
+    public static partial void ListeningTcp(ILogger logger, string endpoint);
+
+    [LoggerMessage(4015, LogLevel.Information, "admission capacity cpus={Cpus} memory_bytes={MemoryBytes}")]
+    public static partial void Capacity(ILogger logger, double cpus, long memoryBytes);
 }

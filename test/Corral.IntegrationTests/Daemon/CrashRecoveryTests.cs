@@ -54,7 +54,7 @@ public sealed class CrashRecoveryTests
             LibC.kill(orphanShim, 9).ShouldBe(0);
             await Task.Delay(TimeSpan.FromSeconds(2), Ct);
 
-            second = await DaemonProcess.StartAsync(first.Root);
+            second = await DaemonProcess.StartInAsync(first.Root);
             var client = second.Client;
             var listed = (await client.ListAsync(cancellationToken: Ct)).Select(s => s.Id).ToList();
             listed.Order().ShouldBe(ids.Order(), "every sandbox once, none lost or duplicated");

@@ -43,7 +43,10 @@ public sealed class DaemonProcess : IAsyncDisposable
     }
 
     /// <summary>Starts a daemon; with <paramref name="root"/>, on the socket and state of an earlier one (a restart).</summary>
-    public static async Task<DaemonProcess> StartAsync(string? root = null)
+    /// <param name="extraArgs">More `corral serve` options (--listen, --capacity-cpus, --data-dir ...).</param>
+    public static Task<DaemonProcess> StartAsync(params string[] extraArgs) => StartInAsync(null, extraArgs);
+
+    public static async Task<DaemonProcess> StartInAsync(string? root, params string[] extraArgs)
     {
         RuntimeCheck.Require("runc");
         RuntimeCheck.Require("runsc");
@@ -55,7 +58,7 @@ public sealed class DaemonProcess : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var arg in new[] { DaemonDll, "--socket", Path.Combine(root, "corral.sock"), "--state-dir", Path.Combine(root, "state"), "--shim", CorralProcess.Cli })
+        foreach (var arg in (string[])[DaemonDll, "--socket", Path.Combine(root, "corral.sock"), "--state-dir", Path.Combine(root, "state"), "--shim", CorralProcess.Cli, .. extraArgs])
         {
             info.ArgumentList.Add(arg);
         }
