@@ -38,6 +38,8 @@ internal static class CorralCli
         root.Add(ImageCommands.Images());
         root.Add(ImageCommands.Rmi());
         root.Add(ImageCommands.Import());
+        root.Add(ExecCommands.Exec());
+        root.Add(ExecCommands.Execs());
         root.Add(ShimCommand.Create());
         foreach (var command in DaemonCommands.Create())
         {
@@ -98,7 +100,8 @@ internal static class CorralCli
         var id = new Argument<string>("ID") { Description = "Container to signal" };
         var signal = new Option<string>("--signal", "-s") { Description = "Signal to send first (default TERM)", DefaultValueFactory = _ => "TERM" };
         var grace = new Option<string>("--grace") { Description = "Then SIGKILL if still alive after this long (default 10s)", DefaultValueFactory = _ => "10s" };
-        var command = new Command("kill", "Signal a running container: SIGTERM, then SIGKILL after the grace period") { id, signal, grace };
+        var exec = new Option<string>("--exec") { Description = "Signal this exec of a daemon sandbox instead (KILL unless --signal; no grace)" };
+        var command = new Command("kill", "Signal a running container: SIGTERM, then SIGKILL after the grace period; with --host (or $CORRAL_HOST), a daemon sandbox") { id, signal, grace, exec };
         command.SetAction(async (parse, ct) =>
         {
             var ctx = Context(parse);
@@ -108,6 +111,21 @@ internal static class CorralCli
             }
 
             var graceTime = Duration.Parse(parse.GetValue(grace)!);
+            if (parse.GetValue(exec) is { } execId)
+            {
+                using var client = DaemonCommands.Connect(parse);
+                var execSignal = parse.GetResult(signal) is { Implicit: false } ? parse.GetValue(signal)! : "KILL";
+                await client.KillExecAsync(parse.GetValue(id)!, execId, execSignal, ct).ConfigureAwait(false);
+                return 0;
+            }
+
+            if (DaemonCommands.HostGiven(parse))
+            {
+                using var client = DaemonCommands.Connect(parse);
+                await client.KillAsync(parse.GetValue(id)!, parse.GetValue(signal)!, graceTime, ct).ConfigureAwait(false);
+                return 0;
+            }
+
             await ctx.CreateSupervisor().KillAsync(parse.GetValue(id)!, sig, graceTime, ct).ConfigureAwait(false);
             return 0;
         });

@@ -77,6 +77,11 @@ internal static class DaemonCommands
             _ => ex.Status.Detail,
         };
         Console.Error.WriteLine($"corral: {message}");
+        if (ex.Trailers.GetValue("corral-exit-code") is { } text && int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var code) && code > 0)
+        {
+            return code;
+        }
+
         return ex.StatusCode == StatusCode.NotFound ? 1 : CorralExitCodes.CorralError;
     }
 

@@ -163,11 +163,7 @@ internal static class RunCommand
             throw new CorralException("--image and --rootfs cannot be used together");
         }
 
-        if (request.Command.Count == 0 && image is null)
-        {
-            throw new CorralException("no command given: corral run [options] -- CMD [ARGS...]");
-        }
-
+        // No command: the sandbox idles and takes execs (`corral exec ID -- CMD`).
         if (request.Command.Count > 0 && request.Command[0].StartsWith('-'))
         {
             throw new CorralException($"unrecognized option '{request.Command[0]}' (the command goes after --)");
@@ -266,7 +262,7 @@ internal static class RunCommand
         return pids;
     }
 
-    private static KeyValuePair<string, string> ParseEnv(string text)
+    internal static KeyValuePair<string, string> ParseEnv(string text)
     {
         var eq = text.IndexOf('=', StringComparison.Ordinal);
         if (eq <= 0)

@@ -194,6 +194,95 @@ public sealed class CorralClient : IAsyncDisposable, IDisposable
         }
     }
 
+    /// <summary>
+    /// Runs a process in a running sandbox: <paramref name="stdin"/> is copied to it (then closed; null
+    /// closes it at once), its output is written to <paramref name="stdout"/> and <paramref name="stderr"/>
+    /// as it comes, and how it ended is returned. Cancelling kills the process.
+    /// </summary>
+    public async Task<ExecExit> ExecAsync(
+        ExecStart start,
+        Stream? stdin = null,
+        Stream? stdout = null,
+        Stream? stderr = null,
+        Action<ExecStarted>? started = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(start);
+        using var call = Raw.Exec(cancellationToken: cancellationToken);
+        await call.RequestStream.WriteAsync(new ExecRequest { Start = start }, cancellationToken).ConfigureAwait(false);
+        using var inputDone = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var input = SendStdinAsync(call.RequestStream, stdin, inputDone.Token);
+        ExecExit? exit = null;
+        try
+        {
+            await foreach (var response in call.ResponseStream.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                switch (response.MessageCase)
+                {
+                    case ExecResponse.MessageOneofCase.Started:
+                        started?.Invoke(response.Started);
+                        break;
+                    case ExecResponse.MessageOneofCase.Output:
+                        var sink = response.Output.Stream == LogStream.Stderr ? stderr : stdout;
+                        if (sink is not null)
+                        {
+                            await sink.WriteAsync(response.Output.Data.Memory, cancellationToken).ConfigureAwait(false);
+                            await sink.FlushAsync(cancellationToken).ConfigureAwait(false);
+                        }
+
+                        break;
+                    case ExecResponse.MessageOneofCase.Exit:
+                        exit = response.Exit;
+                        break;
+                }
+            }
+        }
+        finally
+        {
+            // Stdin that nobody reads any more (the process ended) is dropped.
+            await inputDone.CancelAsync().ConfigureAwait(false);
+            _ = input.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        }
+
+        return exit ?? throw new RpcException(new Status(StatusCode.Internal, "the daemon ended the exec without its exit status"));
+    }
+
+    /// <summary>Runs <paramref name="command"/> in a running sandbox and collects its output as text.</summary>
+    public async Task<ExecOutput> ExecAsync(string sandboxId, IReadOnlyList<string> command, string? stdin = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        var start = new ExecStart { SandboxId = sandboxId };
+        start.Command.AddRange(command);
+        using var input = stdin is null ? null : new MemoryStream(System.Text.Encoding.UTF8.GetBytes(stdin));
+        using var stdout = new MemoryStream();
+        using var stderr = new MemoryStream();
+        var exit = await ExecAsync(start, input, stdout, stderr, cancellationToken: cancellationToken).ConfigureAwait(false);
+        return new ExecOutput(exit, System.Text.Encoding.UTF8.GetString(stdout.ToArray()), System.Text.Encoding.UTF8.GetString(stderr.ToArray()));
+    }
+
+    /// <summary>The sandbox's running execs and its last ended ones.</summary>
+    public async Task<IReadOnlyList<ExecInfo>> ListExecsAsync(string sandboxId, CancellationToken cancellationToken = default) =>
+        (await Raw.ListExecsAsync(new ListExecsRequest { SandboxId = sandboxId }, cancellationToken: cancellationToken).ConfigureAwait(false)).Execs;
+
+    /// <summary>Signals a running exec (KILL by default); FailedPrecondition once it ended.</summary>
+    public async Task KillExecAsync(string sandboxId, string execId, string signal = "KILL", CancellationToken cancellationToken = default) =>
+        await Raw.KillExecAsync(new KillExecRequest { SandboxId = sandboxId, ExecId = execId, Signal = signal }, cancellationToken: cancellationToken).ConfigureAwait(false);
+
+    private static async Task SendStdinAsync(IClientStreamWriter<ExecRequest> requests, Stream? stdin, CancellationToken cancellationToken)
+    {
+        if (stdin is not null)
+        {
+            var buffer = new byte[32 * 1024];
+            int read;
+            while ((read = await stdin.ReadAsync(buffer, cancellationToken).ConfigureAwait(false)) > 0)
+            {
+                await requests.WriteAsync(new ExecRequest { Stdin = Google.Protobuf.ByteString.CopyFrom(buffer, 0, read) }, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        await requests.CompleteAsync().ConfigureAwait(false);
+    }
+
     public void Dispose() => _channel.Dispose();
 
     public ValueTask DisposeAsync()
@@ -213,4 +302,10 @@ internal sealed class BearerTokenHandler(string token, HttpMessageHandler inner)
         request.Headers.Authorization = _header;
         return base.SendAsync(request, cancellationToken);
     }
+}
+
+/// <summary>An exec's exit status with its whole output.</summary>
+public sealed record ExecOutput(ExecExit Exit, string Stdout, string Stderr)
+{
+    public int ExitCode => Exit.ExitCode;
 }

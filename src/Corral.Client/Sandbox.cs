@@ -20,6 +20,41 @@ public sealed class Sandbox(CorralClient client, string id) : IAsyncDisposable
 
     public Task<SandboxInfo> InspectAsync(CancellationToken cancellationToken = default) => client.InspectAsync(Id, cancellationToken);
 
+    /// <summary>Runs <paramref name="command"/> in the sandbox and collects its output (the sandbox must be running).</summary>
+    public Task<ExecOutput> ExecAsync(IReadOnlyList<string> command, string? stdin = null, CancellationToken cancellationToken = default) =>
+        client.ExecAsync(Id, command, stdin, cancellationToken);
+
+    /// <summary>Runs a process in the sandbox with streamed stdin and output; see <see cref="CorralClient.ExecAsync(ExecStart, Stream?, Stream?, Stream?, Action{ExecStarted}?, CancellationToken)"/>.</summary>
+    public Task<ExecExit> ExecAsync(ExecStart start, Stream? stdin, Stream? stdout, Stream? stderr, Action<ExecStarted>? started = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(start);
+        start.SandboxId = Id;
+        return client.ExecAsync(start, stdin, stdout, stderr, started, cancellationToken);
+    }
+
+    public Task<IReadOnlyList<ExecInfo>> ListExecsAsync(CancellationToken cancellationToken = default) => client.ListExecsAsync(Id, cancellationToken);
+
+    public Task KillExecAsync(string execId, string signal = "KILL", CancellationToken cancellationToken = default) =>
+        client.KillExecAsync(Id, execId, signal, cancellationToken);
+
+    /// <summary>Waits until the sandbox runs (its PID 1 started), so it takes execs.</summary>
+    public async Task WaitRunningAsync(CancellationToken cancellationToken = default)
+    {
+        while (true)
+        {
+            var info = await client.InspectAsync(Id, cancellationToken).ConfigureAwait(false);
+            switch (info.State)
+            {
+                case SandboxState.Running:
+                    return;
+                case SandboxState.Exited or SandboxState.Failed:
+                    throw new RpcException(new Status(StatusCode.FailedPrecondition, $"sandbox {Id} ended before it ran: {(info.Error.Length > 0 ? info.Error : $"exit code {info.Exit?.ExitCode}")}"));
+            }
+
+            await Task.Delay(10, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     public IAsyncEnumerable<LogChunk> LogsAsync(bool follow = false, CancellationToken cancellationToken = default) =>
         client.LogsAsync(Id, follow, cancellationToken);
 

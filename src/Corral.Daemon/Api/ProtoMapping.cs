@@ -165,4 +165,43 @@ internal static class ProtoMapping
 
         return message;
     }
+
+    public static Proto.ExecExit ToProto(this Corral.Supervision.ExecResult result)
+    {
+        var message = new Proto.ExecExit
+        {
+            ExecId = result.ExecId,
+            ExitCode = result.ExitCode,
+            TimedOut = result.TimedOut,
+            StartedAt = Timestamp.FromDateTimeOffset(result.StartedAt),
+            ExitedAt = Timestamp.FromDateTimeOffset(result.ExitedAt),
+            DurationMs = result.DurationMs,
+        };
+        if (result.Signal is { } signal)
+        {
+            message.Signal = signal;
+        }
+
+        return message;
+    }
+
+    public static Proto.ExecInfo ToProto(this Corral.Supervision.ContainerExec exec)
+    {
+        var completion = exec.Completion;
+        var message = new Proto.ExecInfo
+        {
+            ExecId = exec.ExecId,
+            SandboxId = exec.ContainerId,
+            Pid = exec.Pid ?? 0,
+            State = completion.IsCompleted ? Proto.ExecState.Exited : Proto.ExecState.Running,
+            StartedAt = Timestamp.FromDateTimeOffset(exec.StartedAt),
+        };
+        message.Command.AddRange(exec.Command);
+        if (completion.IsCompletedSuccessfully)
+        {
+            message.Exit = completion.Result.ToProto();
+        }
+
+        return message;
+    }
 }

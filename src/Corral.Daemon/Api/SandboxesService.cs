@@ -1,6 +1,9 @@
 using Corral.Cgroups;
 using Corral.Common;
+using System.IO.Pipelines;
+using System.Threading.Channels;
 using Corral.Daemon.Admission;
+using Corral.Daemon.Execs;
 using Corral.Daemon.Images;
 using Corral.Daemon.Sandboxes;
 using Corral.Daemon.Stats;
@@ -18,13 +21,29 @@ internal sealed class SandboxesService(
     EventHub events,
     SandboxAdmission admission,
     SandboxImages images,
-    SandboxStatsReader stats) : Proto.Sandboxes.SandboxesBase
+    SandboxStatsReader stats,
+    SandboxExecs execs) : Proto.Sandboxes.SandboxesBase
 {
+    /// <summary>Trailer with the exit code `corral` would give the same refusal when run here.</summary>
+    public const string ExitCodeTrailer = "corral-exit-code";
+
     private static readonly TimeSpan DefaultGrace = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// PID 1 of a sandbox created without a command: it idles and takes execs, and ends at once on
+    /// SIGTERM or SIGINT (with 128+S, as if the signal had killed it) rather than ignoring them as an init would.
+    /// </summary>
+    public static readonly IReadOnlyList<string> IdleCommand =
+        ["sh", "-c", "trap 'exit 143' TERM; trap 'exit 130' INT; while :; do sleep 86400 & wait $!; done"];
 
     public override Task<Proto.CreateResponse> Create(Proto.CreateRequest request, ServerCallContext context) => Guard(async () =>
     {
         var containerRequest = await images.ApplyAsync(ToRequest(request), request.Image, context.CancellationToken).ConfigureAwait(false);
+        if (containerRequest.Command.Count == 0)
+        {
+            containerRequest = containerRequest with { Command = IdleCommand };
+        }
+
         var sandbox = admission.Create(containerRequest, request.Labels.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
         return new Proto.CreateResponse { Id = sandbox.Id };
     });
@@ -59,6 +78,7 @@ internal sealed class SandboxesService(
     public override Task<Proto.RemoveResponse> Remove(Proto.RemoveRequest request, ServerCallContext context) => Guard(() =>
     {
         registry.Remove(request.Id);
+        execs.Forget(request.Id);
         return Task.FromResult(new Proto.RemoveResponse());
     });
 
@@ -116,6 +136,113 @@ internal sealed class SandboxesService(
 
         return true;
     });
+
+    public override Task Exec(IAsyncStreamReader<Proto.ExecRequest> requestStream, IServerStreamWriter<Proto.ExecResponse> responseStream, ServerCallContext context) => Guard(async () =>
+    {
+        var callEnded = context.CancellationToken;
+        if (!await requestStream.MoveNext(callEnded).ConfigureAwait(false) || requestStream.Current.MessageCase != Proto.ExecRequest.MessageOneofCase.Start)
+        {
+            throw new CorralException("the first Exec message must be ExecStart (sandbox_id, command)");
+        }
+
+        var start = requestStream.Current.Start;
+        var stdin = new Pipe();
+        var output = Channel.CreateBounded<Proto.ExecResponse>(new BoundedChannelOptions(64) { SingleReader = true });
+        var io = new ExecIo(
+            stdin.Reader.AsStream(),
+            new ExecOutputStream(Proto.LogStream.Stdout, output.Writer, callEnded),
+            new ExecOutputStream(Proto.LogStream.Stderr, output.Writer, callEnded));
+        var exec = await execs.StartAsync(ToExecRequest(start), io, callEnded).ConfigureAwait(false);
+
+        await responseStream.WriteAsync(new Proto.ExecResponse { Started = new Proto.ExecStarted { ExecId = exec.ExecId, Pid = exec.Pid ?? 0 } }, callEnded).ConfigureAwait(false);
+        _ = ForwardStdinAsync(requestStream, stdin.Writer, callEnded);
+        var writer = Task.Run(
+            async () =>
+            {
+                await foreach (var message in output.Reader.ReadAllAsync(callEnded).ConfigureAwait(false))
+                {
+                    await responseStream.WriteAsync(message, callEnded).ConfigureAwait(false);
+                }
+            },
+            callEnded);
+
+        // Ends after the output was drained (bounded grace): the exit is the last message.
+        var result = await exec.Completion.ConfigureAwait(false);
+        output.Writer.TryComplete();
+        await writer.ConfigureAwait(false);
+        await responseStream.WriteAsync(new Proto.ExecResponse { Exit = result.ToProto() }, callEnded).ConfigureAwait(false);
+        return true;
+    });
+
+    public override Task<Proto.ListExecsResponse> ListExecs(Proto.ListExecsRequest request, ServerCallContext context) => Guard(() =>
+    {
+        var response = new Proto.ListExecsResponse();
+        response.Execs.AddRange(execs.List(request.SandboxId).Select(e => e.ToProto()));
+        return Task.FromResult(response);
+    });
+
+    public override Task<Proto.KillExecResponse> KillExec(Proto.KillExecRequest request, ServerCallContext context) => Guard(async () =>
+    {
+        var signalText = string.IsNullOrEmpty(request.Signal) ? "KILL" : request.Signal;
+        if (!Signals.TryParse(signalText, out var signal))
+        {
+            throw new CorralException($"invalid signal '{request.Signal}': use a name (TERM, KILL, SIGINT) or a number");
+        }
+
+        await execs.KillAsync(request.SandboxId, request.ExecId, signal, context.CancellationToken).ConfigureAwait(false);
+        return new Proto.KillExecResponse();
+    });
+
+    /// <summary>The caller's stdin messages into the process's stdin, until close_stdin or the request stream's end.</summary>
+    private static async Task ForwardStdinAsync(IAsyncStreamReader<Proto.ExecRequest> requestStream, PipeWriter stdin, CancellationToken callEnded)
+    {
+        try
+        {
+            while (await requestStream.MoveNext(callEnded).ConfigureAwait(false))
+            {
+                var message = requestStream.Current;
+                if (message.MessageCase == Proto.ExecRequest.MessageOneofCase.CloseStdin)
+                {
+                    break;
+                }
+
+                if (message.MessageCase == Proto.ExecRequest.MessageOneofCase.Stdin && !message.Stdin.IsEmpty)
+                {
+                    var flushed = await stdin.WriteAsync(message.Stdin.Memory, callEnded).ConfigureAwait(false);
+                    if (flushed.IsCompleted)
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException)
+        {
+            // The call ended (the process exited, or the caller went away): stdin ends with it.
+        }
+        finally
+        {
+            await stdin.CompleteAsync().ConfigureAwait(false);
+        }
+    }
+
+    private static ExecRequest ToExecRequest(Proto.ExecStart start)
+    {
+        TimeSpan? timeout = start.Timeout is { } t ? t.ToTimeSpan() : null;
+        if (timeout is { } value && value <= TimeSpan.Zero)
+        {
+            throw new CorralException($"invalid timeout {value}: must be positive");
+        }
+
+        return new ExecRequest
+        {
+            ContainerId = start.SandboxId,
+            Command = [.. start.Command],
+            Env = [.. start.Env],
+            Workdir = string.IsNullOrEmpty(start.Workdir) ? null : start.Workdir,
+            Timeout = timeout,
+        };
+    }
 
     private static ContainerRequest ToRequest(Proto.CreateRequest request)
     {
@@ -180,7 +307,8 @@ internal sealed class SandboxesService(
         }
         catch (CorralException ex)
         {
-            throw new RpcException(new Status(StatusCode.InvalidArgument, ex.Message));
+            // The CLI's exit code for it travels along (127: the command does not exist in the sandbox).
+            throw new RpcException(new Status(StatusCode.InvalidArgument, ex.Message), new Metadata { { ExitCodeTrailer, ex.ExitCode.ToString(System.Globalization.CultureInfo.InvariantCulture) } });
         }
         catch (AdmissionRefusedException ex)
         {

@@ -1,6 +1,7 @@
 using Corral.Cgroups;
 using Corral.Common;
 using Corral.Daemon.Admission;
+using Corral.Daemon.Execs;
 using Corral.Daemon.Api;
 using Corral.Daemon.Images;
 using Corral.Daemon.Logging;
@@ -99,6 +100,7 @@ public static class DaemonHost
             }
         }
 
+        var tcp = TcpEndpointOptions.From(listen, tokenFile);
         if (!File.Exists(daemon.ShimPath))
         {
             throw new CorralException($"the sandbox shim '{daemon.ShimPath}' does not exist: build the CLI (./corral prepare) or pass --shim PATH");
@@ -106,7 +108,6 @@ public static class DaemonHost
 
         daemon.Runtime = runtime;
         daemon.ShimLogLevel = logLevel;
-        var tcp = TcpEndpointOptions.From(listen, tokenFile);
         var app = Build(daemon, runtime, logLevel, new DaemonFeatures(tcp, admission, dataDir));
         PrepareSocket(daemon.SocketPath);
         var lifetime = app.Services.GetRequiredService<IHostApplicationLifetime>();
@@ -187,6 +188,12 @@ public static class DaemonHost
                 time,
                 loggers.CreateLogger<ContainerSupervisor>());
         });
+        builder.Services.AddSingleton(sp => new ContainerExecutor(
+            new SupervisorOptions { StateDir = daemon.SupervisorStateDir },
+            runtime,
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger<ContainerExecutor>()));
+        builder.Services.AddSingleton<SandboxExecs>();
         builder.Services.AddSingleton<SandboxRegistry>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxRegistry>());
         var capacity = HostCapacity.Detect(features.Admission);

@@ -122,10 +122,38 @@ public sealed class SandboxRegistry(
             throw;
         }
 
+        if (request.ImageLayers is not null)
+        {
+            // What the image holds is known once its overlay is mounted: the shim checks the command
+            // and workdir there, and a request it refuses is answered (and undone) like any bad input.
+            AwaitImageChecks(sandbox);
+        }
+
         _events.Publish(SandboxEventType.Created, id);
         DaemonLog.SandboxCreated(logger, id, record.Runtime, sandbox.Shim.Id);
         _ = MonitorAsync(sandbox);
         return sandbox;
+    }
+
+    private void AwaitImageChecks(Sandbox sandbox)
+    {
+        var shim = sandbox.Shim!;
+        var files = sandbox.Files;
+        var deadline = time.GetTimestamp() + (long)(60 * time.TimestampFrequency);
+        while (files.ReadStatus()?.Pid is null && !File.Exists(files.ExitFile) && !File.Exists(files.FailureFile) && !shim.HasExited && time.GetTimestamp() < deadline)
+        {
+            sandbox.ChangedAsync(CancellationToken.None).Wait(TimeSpan.FromMilliseconds(20));
+        }
+
+        if (files.ReadFailure() is { BadInput: true } failure)
+        {
+            shim.WaitForExit(TimeSpan.FromSeconds(10));
+            shim.Dispose();
+            sandbox.Watch?.Dispose();
+            _sandboxes.TryRemove(sandbox.Id, out _);
+            TryDeleteDir(sandbox.Dir);
+            throw new CorralException(failure.Error);
+        }
     }
 
     public Sandbox Get(string id) =>
@@ -409,7 +437,7 @@ public sealed class SandboxRegistry(
             return true;
         }
 
-        if (sandbox.Files.ReadFailure() is { } error)
+        if (sandbox.Files.ReadFailure()?.Error is { } error)
         {
             lock (sandbox.EndGate)
             {

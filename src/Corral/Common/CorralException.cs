@@ -5,6 +5,9 @@ public class CorralException(string message, int exitCode = CorralExitCodes.Corr
     : Exception(message, inner)
 {
     public int ExitCode { get; } = exitCode;
+
+    /// <summary>The request itself is wrong (found once the image's root filesystem was mounted), not the host.</summary>
+    public bool BadInput { get; init; }
 }
 
 public static class CorralExitCodes

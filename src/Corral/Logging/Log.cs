@@ -43,4 +43,10 @@ internal static partial class Log
 
     [LoggerMessage(2012, LogLevel.Warning, "OOM likely id={Id} pid={Pid} memory_limit_mb={MemoryLimitMb} detail={Detail}")]
     public static partial void OomLikely(ILogger logger, string id, int pid, long memoryLimitMb, string detail);
+
+    [LoggerMessage(2014, LogLevel.Information, "exec started id={Id} exec_id={ExecId} pid={Pid} command={Command}")]
+    public static partial void ExecStarted(ILogger logger, string id, string execId, int pid, string command);
+
+    [LoggerMessage(2015, LogLevel.Information, "exec exited id={Id} exec_id={ExecId} exit_code={ExitCode} timed_out={TimedOut} duration_ms={DurationMs}")]
+    public static partial void ExecExited(ILogger logger, string id, string execId, int exitCode, bool timedOut, double durationMs);
 }

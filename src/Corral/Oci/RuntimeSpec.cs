@@ -94,4 +94,5 @@ public sealed record DeviceSpec(string Path, string Type, long Major, long Minor
     DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
     WriteIndented = true)]
 [JsonSerializable(typeof(RuntimeSpec))]
+[JsonSerializable(typeof(ProcessSpec))]
 internal sealed partial class OciJsonContext : JsonSerializerContext;

@@ -110,6 +110,9 @@ public static class SpecBuilder
 
     public static string ToJson(RuntimeSpec spec) => JsonSerializer.Serialize(spec, OciJsonContext.Default.RuntimeSpec);
 
+    /// <summary>A process.json for `runc exec --process` / `runsc exec --process`.</summary>
+    public static string ToJson(ProcessSpec process) => JsonSerializer.Serialize(process, OciJsonContext.Default.ProcessSpec);
+
     public static RuntimeSpec FromJson(string json) =>
         JsonSerializer.Deserialize(json, OciJsonContext.Default.RuntimeSpec) ?? throw new JsonException("empty spec");
 

@@ -50,6 +50,16 @@ public interface IContainerRuntime
 
     RuntimeInvocation Kill(string id, int signal);
 
+    /// <summary>
+    /// Runs the process described by <paramref name="processFile"/> (OCI process.json) in the running
+    /// container, in the foreground: returns with its exit status. <paramref name="pidFile"/> gets its
+    /// pid (on the host for runc; runsc writes the sandbox-internal pid to <paramref name="internalPidFile"/>).
+    /// </summary>
+    RuntimeInvocation Exec(string id, string processFile, string pidFile, string internalPidFile);
+
+    /// <summary>Signals one exec'd process by the pid <see cref="Exec"/> reported; null where the host pid is signalled directly (runc).</summary>
+    RuntimeInvocation? KillProcess(string id, int pid, int signal);
+
     RuntimeInvocation Delete(string id);
 
     RuntimeInvocation List();
@@ -109,6 +119,11 @@ internal sealed class RuncRuntime(RuntimeOptions options) : IContainerRuntime
 
     public RuntimeInvocation Kill(string id, int signal) => Invoke("kill", id, ContainerRuntimes.Signal(signal));
 
+    public RuntimeInvocation Exec(string id, string processFile, string pidFile, string internalPidFile) =>
+        Invoke("exec", "--process", processFile, "--pid-file", pidFile, id);
+
+    public RuntimeInvocation? KillProcess(string id, int pid, int signal) => null;
+
     public RuntimeInvocation Delete(string id) => Invoke("delete", "--force", id);
 
     public RuntimeInvocation List() => Invoke("list");
@@ -152,6 +167,12 @@ internal sealed class RunscRuntime(RuntimeOptions options) : IContainerRuntime
     }
 
     public RuntimeInvocation Kill(string id, int signal) => Invoke("kill", id, ContainerRuntimes.Signal(signal));
+
+    public RuntimeInvocation Exec(string id, string processFile, string pidFile, string internalPidFile) =>
+        Invoke("exec", "--process", processFile, "--pid-file", pidFile, "--internal-pid-file", internalPidFile, id);
+
+    public RuntimeInvocation? KillProcess(string id, int pid, int signal) =>
+        Invoke("kill", "--pid", pid.ToString(CultureInfo.InvariantCulture), id, ContainerRuntimes.Signal(signal));
 
     public RuntimeInvocation Delete(string id) => Invoke("delete", "--force", id);
 

@@ -42,8 +42,8 @@ public sealed record ShimStatus
     public IReadOnlyList<OomEventRecord> OomEvents { get; init; } = [];
 }
 
-/// <summary>Why a sandbox's run did not happen (bad input found late, the runtime failing to start it).</summary>
-public sealed record ShimFailure(string Error);
+/// <summary>Why a sandbox's run did not happen: bad input found late (<paramref name="BadInput"/>), the runtime failing to start it.</summary>
+public sealed record ShimFailure(string Error, bool BadInput = false);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true, UseStringEnumConverter = true)]
 [JsonSerializable(typeof(ShimSpec))]
@@ -89,9 +89,10 @@ public sealed class ShimDirectory(string path)
 
     public ExitRecord? ReadExit() => Read(ExitFile, SupervisionJsonContext.Default.ExitRecord);
 
-    public void WriteFailure(string error) => WriteAtomically(FailureFile, JsonSerializer.Serialize(new ShimFailure(error), ShimJsonContext.Default.ShimFailure));
+    public void WriteFailure(string error, bool badInput = false) =>
+        WriteAtomically(FailureFile, JsonSerializer.Serialize(new ShimFailure(error, badInput), ShimJsonContext.Default.ShimFailure));
 
-    public string? ReadFailure() => Read(FailureFile, ShimJsonContext.Default.ShimFailure)?.Error;
+    public ShimFailure? ReadFailure() => Read(FailureFile, ShimJsonContext.Default.ShimFailure);
 
     /// <summary>True while a shim process holds the lock: the sandbox is still being supervised.</summary>
     public bool IsShimAlive()

@@ -46,7 +46,7 @@ public static class ShimRunner
         catch (Exception ex)
         {
             log.Close();
-            dir.WriteFailure(ex.Message);
+            dir.WriteFailure(ex.Message, ex is Common.CorralException { BadInput: true });
             ShimLog.Failed(logger, dir.Id, ex.Message);
             return 1;
         }

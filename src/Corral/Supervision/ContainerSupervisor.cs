@@ -267,12 +267,12 @@ public sealed class ContainerSupervisor(
         var path = request.Env.LastOrDefault(kv => kv.Key == "PATH").Value ?? SpecBuilder.DefaultPath;
         if (RootfsResolver.FindExecutable(rootfs, request.Command[0], path) is null)
         {
-            throw new CorralException($"command not found in the container's root filesystem: {request.Command[0]}", CorralExitCodes.CommandNotFound);
+            throw new CorralException($"command not found in the container's root filesystem: {request.Command[0]}", CorralExitCodes.CommandNotFound) { BadInput = true };
         }
 
         if (request.Workdir is { } dir && !IsMountedInContainer(dir) && !(RootfsResolver.Resolve(rootfs, dir) is { } hostDir && Directory.Exists(hostDir)))
         {
-            throw new CorralException($"invalid --workdir '{dir}': no such directory in the container's root filesystem");
+            throw new CorralException($"invalid --workdir '{dir}': no such directory in the container's root filesystem") { BadInput = true };
         }
     }
 

@@ -411,7 +411,7 @@ public sealed class DaemonFeatureTests(FeatureDaemonFixture fixture) : IClassFix
     {
         var socket = Path.Combine(Path.GetTempPath(), $"corral-refused-{Guid.NewGuid():N}.sock");
         var info = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var arg in (string[])[DaemonProcess.DaemonDll, "--socket", socket, .. args])
+        foreach (var arg in (string[])[DaemonProcess.DaemonDll, "--socket", socket, "--shim", CorralProcess.Cli, .. args])
         {
             info.ArgumentList.Add(arg);
         }

@@ -174,6 +174,11 @@ public sealed class DaemonFixture : IAsyncLifetime
         var exitCode = await Daemon.StopAsync(TimeSpan.FromSeconds(60));
         var output = await Daemon.Output;
         await Daemon.DisposeAsync();
+
+        // The daemon's log, for a failure that only its side explains.
+        var logDir = Path.Combine(CorralProcess.RepoRoot, ".build", "test-results");
+        Directory.CreateDirectory(logDir);
+        await File.WriteAllTextAsync(Path.Combine(logDir, $"daemon-{Environment.ProcessId}.log"), output);
         if (exitCode != 0)
         {
             throw new InvalidOperationException($"the daemon exited with {exitCode} on SIGTERM: {output}");

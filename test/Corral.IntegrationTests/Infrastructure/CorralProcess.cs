@@ -14,7 +14,7 @@ public static class CorralProcess
     /// <summary>The native binary ./corral builds and runs.</summary>
     public static string Cli => Path.Combine(RepoRoot, ".build", "cli", "Corral.Cli");
 
-    public static Process Start(IEnumerable<string> args)
+    public static Process Start(IEnumerable<string> args, string? stdin = null)
     {
         var info = new ProcessStartInfo(Cli)
         {
@@ -30,14 +30,19 @@ public static class CorralProcess
 
         info.Environment["DOTNET_NOLOGO"] = "1";
         var process = Process.Start(info)!;
+        if (stdin is not null)
+        {
+            process.StandardInput.Write(stdin);
+        }
+
         process.StandardInput.Close();
         return process;
     }
 
-    public static async Task<CorralResult> RunAsync(IEnumerable<string> args, TimeSpan? hangDeadline = null)
+    public static async Task<CorralResult> RunAsync(IEnumerable<string> args, TimeSpan? hangDeadline = null, string? stdin = null)
     {
         var watch = Stopwatch.StartNew();
-        using var process = Start(args);
+        using var process = Start(args, stdin);
         return await CollectAsync(process, watch, hangDeadline ?? TimeSpan.FromSeconds(90));
     }
 
