@@ -153,11 +153,12 @@ internal static class DaemonCommands
     private static Command Remove()
     {
         var id = new Argument<string>("ID") { Description = "Sandbox id" };
-        var command = new Command("rm", "Remove an ended daemon sandbox: its record and logs") { id };
+        var force = new Option<bool>("--force", "-f") { Description = "Kill it first (SIGKILL) if it still runs" };
+        var command = new Command("rm", "Remove an ended daemon sandbox: its record and logs") { id, force };
         command.SetAction(async (parse, ct) =>
         {
             using var client = Connect(parse);
-            await client.RemoveAsync(parse.GetValue(id)!, ct).ConfigureAwait(false);
+            await client.RemoveAsync(parse.GetValue(id)!, ct, parse.GetValue(force)).ConfigureAwait(false);
             return 0;
         });
         return command;

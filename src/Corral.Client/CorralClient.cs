@@ -148,8 +148,9 @@ public sealed class CorralClient : IAsyncDisposable, IDisposable
         await Raw.KillAsync(request, cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 
-    public async Task RemoveAsync(string id, CancellationToken cancellationToken = default) =>
-        await Raw.RemoveAsync(new RemoveRequest { Id = id }, cancellationToken: cancellationToken).ConfigureAwait(false);
+    /// <summary>Forgets an ended sandbox; with <paramref name="force"/>, kills a running one first and returns once nothing of it is left.</summary>
+    public async Task RemoveAsync(string id, CancellationToken cancellationToken = default, bool force = false) =>
+        await Raw.RemoveAsync(new RemoveRequest { Id = id, Force = force }, cancellationToken: cancellationToken).ConfigureAwait(false);
 
     public async Task<SandboxInfo> InspectAsync(string id, CancellationToken cancellationToken = default) =>
         await Raw.InspectAsync(new InspectRequest { Id = id }, cancellationToken: cancellationToken).ConfigureAwait(false);

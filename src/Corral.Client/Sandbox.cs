@@ -62,29 +62,7 @@ public sealed class Sandbox(CorralClient client, string id) : IAsyncDisposable
     {
         try
         {
-            var info = await client.InspectAsync(Id).ConfigureAwait(false);
-            if (info.State is SandboxState.Created or SandboxState.Running)
-            {
-                try
-                {
-                    await client.KillAsync(Id, "KILL", TimeSpan.Zero).ConfigureAwait(false);
-                }
-                catch (RpcException ex) when (ex.StatusCode == StatusCode.FailedPrecondition)
-                {
-                    // It ended meanwhile.
-                }
-
-                try
-                {
-                    await client.WaitAsync(Id).ConfigureAwait(false);
-                }
-                catch (RpcException ex) when (ex.StatusCode == StatusCode.Aborted)
-                {
-                    // It never started; removing it is all that is left.
-                }
-            }
-
-            await client.RemoveAsync(Id).ConfigureAwait(false);
+            await client.RemoveAsync(Id, force: true).ConfigureAwait(false);
         }
         catch (RpcException ex) when (ex.StatusCode == StatusCode.NotFound)
         {

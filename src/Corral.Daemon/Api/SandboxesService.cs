@@ -75,11 +75,27 @@ internal sealed class SandboxesService(
         return new Proto.KillResponse();
     });
 
-    public override Task<Proto.RemoveResponse> Remove(Proto.RemoveRequest request, ServerCallContext context) => Guard(() =>
+    public override Task<Proto.RemoveResponse> Remove(Proto.RemoveRequest request, ServerCallContext context) => Guard(async () =>
     {
+        var sandbox = registry.Get(request.Id);
+        if (request.Force && !sandbox.HasEnded)
+        {
+            try
+            {
+                await registry.KillAsync(request.Id, Signals.SIGKILL, TimeSpan.Zero, context.CancellationToken).ConfigureAwait(false);
+            }
+            catch (SandboxException ex) when (ex.Kind == SandboxErrorKind.FailedPrecondition)
+            {
+                // It ended meanwhile.
+            }
+
+            // Removed only once its container, cgroup and bundle are gone (the shim's exit record says so).
+            await sandbox.Completion.ContinueWith(_ => { }, context.CancellationToken, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
+        }
+
         registry.Remove(request.Id);
         execs.Forget(request.Id);
-        return Task.FromResult(new Proto.RemoveResponse());
+        return new Proto.RemoveResponse();
     });
 
     public override Task<Proto.SandboxInfo> Inspect(Proto.InspectRequest request, ServerCallContext context) =>

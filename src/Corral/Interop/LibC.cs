@@ -33,6 +33,12 @@ internal static partial class LibC
     public const uint EPOLLPRI = 0x2;
     public const uint EPOLLERR = 0x8;
     public const uint EPOLLHUP = 0x10;
+    public const uint EPOLLRDHUP = 0x2000;
+    public const uint EPOLLET = 0x80000000;
+
+    public const int F_GETFL = 3;
+    public const int F_SETFL = 4;
+    public const int O_NONBLOCK = 0x800;
 
     public const int O_RDONLY = 0;
     public const int O_CLOEXEC = 0x80000;
@@ -60,6 +66,9 @@ internal static partial class LibC
 
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int eventfd(uint initval, int flags);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int fcntl(int fd, int cmd, int arg);
 
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int inotify_init1(int flags);

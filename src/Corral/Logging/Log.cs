@@ -49,4 +49,7 @@ internal static partial class Log
 
     [LoggerMessage(2015, LogLevel.Information, "exec exited id={Id} exec_id={ExecId} exit_code={ExitCode} timed_out={TimedOut} duration_ms={DurationMs}")]
     public static partial void ExecExited(ILogger logger, string id, string execId, int exitCode, bool timedOut, double durationMs);
+
+    [LoggerMessage(2016, LogLevel.Warning, "exec output still open after the drain grace, closing it id={Id} exec_id={ExecId} stdout_bytes={StdoutBytes} stderr_bytes={StderrBytes} grace_s={GraceSeconds}")]
+    public static partial void ExecOutputNotDrained(ILogger logger, string id, string execId, long stdoutBytes, long stderrBytes, double graceSeconds);
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.IO.Pipes;
 using System.Security.Cryptography;
 using Corral.Common;
 using Corral.Interop;
@@ -306,8 +307,11 @@ public sealed class ContainerExec
     {
         var options = _owner.Options;
         var time = _owner.Time;
-        var stdout = new OutputPump(_process.StandardOutput.BaseStream, io.Stdout, options.OutputTailBytes);
-        var stderr = new OutputPump(_process.StandardError.BaseStream, io.Stderr, options.OutputTailBytes);
+        // Read through epoll: a daemon may hold hundreds of these pipes open at once.
+        using var stdoutPipe = new EpollPipeReader((PipeStream)_process.StandardOutput.BaseStream);
+        using var stderrPipe = new EpollPipeReader((PipeStream)_process.StandardError.BaseStream);
+        var stdout = new OutputPump(stdoutPipe, io.Stdout, options.OutputTailBytes);
+        var stderr = new OutputPump(stderrPipe, io.Stderr, options.OutputTailBytes);
         var stdin = PumpStdinAsync(io.Stdin);
         var timedOut = false;
         try
@@ -339,8 +343,9 @@ public sealed class ContainerExec
             var drained = Task.WhenAll(stdout.Completion, stderr.Completion);
             if (await Task.WhenAny(drained, Task.Delay(options.OutputDrainGrace, time)).ConfigureAwait(false) != drained)
             {
-                _process.StandardOutput.BaseStream.Dispose();
-                _process.StandardError.BaseStream.Dispose();
+                Log.ExecOutputNotDrained(_owner.Logger, ContainerId, ExecId, stdout.Total, stderr.Total, options.OutputDrainGrace.TotalSeconds);
+                stdoutPipe.Dispose();
+                stderrPipe.Dispose();
             }
 
             if (timedOut || (_killed && exitCode is 128 or 255))

@@ -17,6 +17,18 @@ internal sealed class OutputPump
 
     public Task Completion { get; }
 
+    /// <summary>Bytes read from the pipe so far.</summary>
+    public long Total
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _total;
+            }
+        }
+    }
+
     public string Tail()
     {
         lock (_gate)

@@ -202,3 +202,14 @@ public sealed class DaemonCollection : ICollectionFixture<DaemonFixture>
 {
     public const string Name = "daemon";
 }
+
+/// <summary>
+/// Tests that load the whole machine (a hundred sandboxes, timing against the bare runtime) get a
+/// daemon of their own and run after every parallel collection, so they neither perturb nor are
+/// perturbed by the timing-sensitive tests.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class DaemonLoadCollection : ICollectionFixture<DaemonFixture>
+{
+    public const string Name = "daemon-load";
+}

@@ -156,6 +156,22 @@ public sealed class DaemonSandboxTests(DaemonFixture fixture)
         (await TestHost.LeaksAsync(sandbox.Id)).ShouldBeEmpty();
     }
 
+    [Theory]
+    [MemberData(nameof(Runtimes))]
+    public async Task ForcedRemoveKillsARunningSandboxAndLeavesNothing(string runtime)
+    {
+        var id = await CreateAsync(runtime, ["sleep", "600"]);
+        await WaitForStateAsync(id, SandboxState.Running);
+        var host = "unix://" + fixture.Daemon.SocketPath;
+
+        var rm = await CorralProcess.RunAsync(["--host", host, "rm", "-f", id]);
+
+        rm.ExitCode.ShouldBe(0, rm.Stderr);
+        (await Should.ThrowAsync<RpcException>(() => fixture.Client.InspectAsync(id, Ct))).StatusCode.ShouldBe(StatusCode.NotFound);
+        (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
+        Directory.Exists(Path.Combine(fixture.Daemon.StateDir, "sandboxes", id)).ShouldBeFalse();
+    }
+
     [Fact]
     public async Task TimeoutKillsTheSandboxAndSaysSo()
     {

@@ -1,0 +1,134 @@
+using System.ComponentModel;
+using System.IO.Pipes;
+
+namespace Corral.Interop;
+
+/// <summary>
+/// Reads a child's pipe without holding a thread: the fd is made non-blocking and waits on the shared
+/// epoll thread. .NET reads a pipe with a blocking read on a thread-pool thread, so a daemon with
+/// hundreds of execs' outputs open would starve its pool (seen: 150 execs at once left output unread
+/// for seconds). The <see cref="PipeStream"/> keeps owning the fd; dispose this first.
+/// </summary>
+internal sealed class EpollPipeReader : Stream
+{
+    private readonly PipeStream _pipe;
+    private readonly int _fd;
+    private readonly SemaphoreSlim _readable = new(0, 1);
+    private readonly IDisposable _registration;
+    private volatile bool _disposed;
+
+    public EpollPipeReader(PipeStream pipe)
+    {
+        ArgumentNullException.ThrowIfNull(pipe);
+        _pipe = pipe;
+        _fd = (int)pipe.SafePipeHandle.DangerousGetHandle();
+        var flags = LibC.fcntl(_fd, LibC.F_GETFL, 0);
+        if (flags < 0 || LibC.fcntl(_fd, LibC.F_SETFL, flags | LibC.O_NONBLOCK) < 0)
+        {
+            throw new Win32Exception(LibC.LastError, $"fcntl(O_NONBLOCK) on fd {_fd} failed");
+        }
+
+        // Edge-triggered: one wake-up per arrival; ReadAsync reads until EAGAIN before it waits again.
+        _registration = FdEventLoop.Shared.Register(_fd, LibC.EPOLLIN | LibC.EPOLLRDHUP | LibC.EPOLLHUP | LibC.EPOLLERR | LibC.EPOLLET, Signal);
+    }
+
+    public override bool CanRead => true;
+
+    public override bool CanSeek => false;
+
+    public override bool CanWrite => false;
+
+    public override long Length => throw new NotSupportedException();
+
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        while (true)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var (n, error) = ReadNow(buffer);
+            if (n >= 0)
+            {
+                return (int)n;
+            }
+
+            if (error == LibC.EINTR)
+            {
+                continue;
+            }
+
+            if (error != LibC.EAGAIN)
+            {
+                throw new IOException($"read from pipe fd {_fd} failed: {new Win32Exception(error).Message}");
+            }
+
+            await _readable.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer, offset, count, CancellationToken.None).GetAwaiter().GetResult();
+
+    public override void Flush()
+    {
+    }
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing && !_disposed)
+        {
+            // Off the epoll set before the fd can be closed and its number reused; a pending read wakes and ends.
+            _disposed = true;
+            _registration.Dispose();
+            Signal();
+            _pipe.Dispose();
+        }
+
+        base.Dispose(disposing);
+    }
+
+    private unsafe (nint Read, int Error) ReadNow(Memory<byte> buffer)
+    {
+        var added = false;
+        var handle = _pipe.SafePipeHandle;
+        try
+        {
+            // Held while reading: a concurrent Dispose cannot close the fd (and let its number be reused) under us.
+            handle.DangerousAddRef(ref added);
+            using var pin = buffer.Pin();
+            var n = LibC.read(_fd, (byte*)pin.Pointer, buffer.Length);
+            return (n, n < 0 ? LibC.LastError : 0);
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    private void Signal()
+    {
+        if (_readable.CurrentCount == 0)
+        {
+            try
+            {
+                _readable.Release();
+            }
+            catch (SemaphoreFullException)
+            {
+                // Already signalled.
+            }
+        }
+    }
+}

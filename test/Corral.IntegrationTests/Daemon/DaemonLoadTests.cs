@@ -1,0 +1,60 @@
+using Corral.IntegrationTests.Infrastructure;
+using Corral.Protocol.V1;
+using Shouldly;
+using Xunit;
+
+namespace Corral.IntegrationTests.Daemon;
+
+/// <summary>Many sandboxes at once through one daemon, with execs in each.</summary>
+[Collection(DaemonLoadCollection.Name)]
+public sealed class DaemonLoadTests(DaemonFixture fixture)
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task FiftySandboxesAtOnceWithExecsInEach()
+    {
+        const int Count = 50;
+        var tag = Guid.NewGuid().ToString("N")[..8];
+        var ids = new List<string>();
+        try
+        {
+            // Half runc, half gVisor, created together; each takes three execs at once as soon as it runs.
+            var created = await Task.WhenAll(Enumerable.Range(0, Count).Select(i => fixture.Client.CreateAsync(
+                DaemonSandboxTests.Request(i % 2 == 0 ? "runc" : "gvisor", [], r => r.Labels["fifty"] = tag, fixture.Rootfs), Ct)));
+            ids.AddRange(created.Select(fixture.Track));
+
+            var results = await Task.WhenAll(ids.Select(async id =>
+            {
+                var execs = await Task.WhenAll(
+                    fixture.Client.ExecAsync(id, ["sh", "-c", $"echo {id}"], cancellationToken: Ct),
+                    fixture.Client.ExecAsync(id, ["cat"], $"stdin of {id}\n", Ct),
+                    fixture.Client.ExecAsync(id, ["sh", "-c", "exit 42"], cancellationToken: Ct));
+                return (Id: id, Execs: execs);
+            }));
+
+            foreach (var (id, execs) in results)
+            {
+                execs[0].Stdout.ShouldBe($"{id}\n", $"{id}: exit {execs[0].ExitCode}, stderr '{execs[0].Stderr}'");
+                execs[1].Stdout.ShouldBe($"stdin of {id}\n", $"{id}: exit {execs[1].ExitCode}, stderr '{execs[1].Stderr}'");
+                execs[2].ExitCode.ShouldBe(42, $"{id}: stderr '{execs[2].Stderr}'");
+            }
+
+            (await fixture.Client.ListAsync(new Dictionary<string, string> { ["fifty"] = tag }, [SandboxState.Running], Ct)).Count.ShouldBe(Count);
+        }
+        finally
+        {
+            await Task.WhenAll(ids.Select(id => fixture.Client.KillAsync(id, "KILL", TimeSpan.Zero, Ct)));
+            foreach (var id in ids)
+            {
+                await fixture.Client.WaitAsync(id, Ct);
+                await fixture.Client.RemoveAsync(id, Ct);
+            }
+        }
+
+        foreach (var id in ids)
+        {
+            (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
+        }
+    }
+}
