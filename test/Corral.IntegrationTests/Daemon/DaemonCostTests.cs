@@ -153,7 +153,7 @@ public sealed class DaemonCostTests(DaemonFixture fixture)
 
             Report(
                 "rss",
-                $"| {IdleSandboxes} idle gVisor sandboxes (all running after {startSeconds:0} s) | daemon RSS {before / 1024.0:0.0} → {with / 1024.0:0.0} MiB (+{(with - before) / 1024.0 / IdleSandboxes:0.00} MiB each) | shim per sandbox: PSS {Median(shimPss) / 1024:0.0} MiB, RSS {Median(shimRss) / 1024:0.0} MiB (medians) | the sandbox's own cgroup (runsc, gofer, sentry, idle PID 1): {Median(cgroup) / 1024:0.0} MiB median |");
+                $"| {IdleSandboxes} idle gVisor sandboxes (all running after {startSeconds:0} s) | daemon RSS {before / 1024.0:0.0} MiB before, {with / 1024.0:0.0} MiB with them (GC makes the difference noise; the whole daemon over {IdleSandboxes} is {with / 1024.0 / IdleSandboxes:0.00} MiB each at most) | shim per sandbox: PSS {Median(shimPss) / 1024:0.0} MiB, RSS {Median(shimRss) / 1024:0.0} MiB (medians) | the sandbox's own cgroup (runsc, gofer, sentry, idle PID 1): {Median(cgroup) / 1024:0.0} MiB median |");
         }
         finally
         {
