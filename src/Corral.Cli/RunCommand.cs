@@ -31,10 +31,11 @@ internal static class RunCommand
         var gpu = new Option<bool>("--gpu") { Description = "Give the container the host's NVIDIA GPUs (gVisor: nvproxy)" };
         var detach = new Option<bool>("--detach", "-d") { Description = "Run it in the daemon (`corral serve`, see --host) and print its id; --rootfs and --image are then on the daemon's host (its store, never pulled)" };
         var labels = new Option<string[]>("--label", "-l") { Description = "Label K=V for the daemon's List (repeatable; with -d)", AllowMultipleArgumentsPerToken = false };
+        var idle = new Option<bool>("--idle") { Description = "With -d: an idle PID 1 instead of the image's Cmd, for `corral exec` (no command needed)" };
         var command = new Argument<string[]>("CMD") { Description = "Command and arguments, after --", Arity = ArgumentArity.ZeroOrMore };
         var run = new Command("run", "Run a command in a new container and exit with its exit code")
         {
-            runtime, rootfs, image, pull, ImageCommands.InsecureRegistry, ImageCommands.AuthFile, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, gpu, detach, labels, command,
+            runtime, rootfs, image, pull, ImageCommands.InsecureRegistry, ImageCommands.AuthFile, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, gpu, detach, labels, idle, command,
         };
 
         run.SetAction(async (parse, _) =>
@@ -75,7 +76,12 @@ internal static class RunCommand
             };
             if (parse.GetValue(detach))
             {
-                return await RunDetachedAsync(parse, request, parse.GetValue(rootfs), parse.GetValue(image), parse.GetValue(labels) ?? [], resultPath is not null || parse.GetValue(startTimeout) is not null || parse.GetValue(allowance) is not null).ConfigureAwait(false);
+                return await RunDetachedAsync(parse, request, parse.GetValue(rootfs), parse.GetValue(image), parse.GetValue(labels) ?? [], parse.GetValue(idle), resultPath is not null || parse.GetValue(startTimeout) is not null || parse.GetValue(allowance) is not null).ConfigureAwait(false);
+            }
+
+            if (parse.GetValue(idle))
+            {
+                throw new CorralException("--idle needs -d: an idle sandbox lives in the daemon and takes `corral exec`");
             }
 
             if (parse.GetValue(image) is { } imageName)
@@ -151,7 +157,7 @@ internal static class RunCommand
     /// `run -d`: the daemon resolves the root filesystem on its own host: --rootfs as given, --image
     /// from its image store (never pulled), or its default image.
     /// </summary>
-    private static async Task<int> RunDetachedAsync(ParseResult parse, ContainerRequest request, string? rootfs, string? image, string[] labels, bool localOnlyOptions)
+    private static async Task<int> RunDetachedAsync(ParseResult parse, ContainerRequest request, string? rootfs, string? image, string[] labels, bool idle, bool localOnlyOptions)
     {
         if (localOnlyOptions || request.Gpu)
         {
@@ -171,6 +177,7 @@ internal static class RunCommand
 
         var create = ToCreateRequest(request with { Rootfs = rootfs is null ? string.Empty : Path.GetFullPath(rootfs) }, labels.Select(ParseLabel));
         create.Image = image ?? string.Empty;
+        create.Idle = idle;
         return await DaemonCommands.RunDetachedAsync(parse, create, CancellationToken.None).ConfigureAwait(false);
     }
 

@@ -34,12 +34,17 @@ internal sealed class SandboxesService(
     /// SIGTERM or SIGINT (with 128+S, as if the signal had killed it) rather than ignoring them as an init would.
     /// </summary>
     public static readonly IReadOnlyList<string> IdleCommand =
-        ["sh", "-c", "trap 'exit 143' TERM; trap 'exit 130' INT; while :; do sleep 86400 & wait $!; done"];
+        ["sh", "-c", "command -v sleep >/dev/null || { echo 'corral: an idle sandbox needs sleep in its root filesystem' >&2; exit 127; }; trap 'exit 143' TERM; trap 'exit 130' INT; while :; do sleep 86400 & wait $! || exit; done"];
 
     public override Task<Proto.CreateResponse> Create(Proto.CreateRequest request, ServerCallContext context) => Guard(async () =>
     {
+        if (request.Idle && request.Command.Count > 0)
+        {
+            throw new CorralException("idle and a command given: an idle sandbox runs its own PID 1, choose one");
+        }
+
         var containerRequest = await images.ApplyAsync(ToRequest(request), request.Image, context.CancellationToken).ConfigureAwait(false);
-        if (containerRequest.Command.Count == 0)
+        if (containerRequest.Command.Count == 0 || request.Idle)
         {
             containerRequest = containerRequest with { Command = IdleCommand };
         }

@@ -106,7 +106,7 @@ public sealed class FeatureDaemonFixture : IAsyncLifetime
         string[] entries =
         [
             "./bin", "./lib", "./lib64", "./sbin", "./usr", "./usr/bin", "./usr/lib", "./usr/lib64", "./usr/lib/x86_64-linux-gnu",
-            "./usr/bin/dash", "./usr/bin/sh", "./usr/lib/x86_64-linux-gnu/libc.so.6", "./usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            "./usr/bin/dash", "./usr/bin/sh", "./usr/bin/sleep", "./usr/lib/x86_64-linux-gnu/libc.so.6", "./usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
             "./usr/lib64/ld-linux-x86-64.so.2", "./root", "./tmp", "./proc", "./sys", "./dev", "./etc",
         ];
         var (code, output) = await Tool.RunAsync("tar", ["-C", Rootfs, "--no-recursion", "-cf", layer, .. entries]);
@@ -323,6 +323,46 @@ public sealed class DaemonFeatureTests(FeatureDaemonFixture fixture) : IClassFix
         wait.ExitCode.ShouldBe(0, wait.Stderr);
         logs.Stdout.ShouldBe("overridden\n");
         (await CorralProcess.RunAsync(["--host", host, "rm", id])).ExitCode.ShouldBe(0);
+        (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
+    }
+
+    [Theory]
+    [InlineData("runc")]
+    [InlineData("gvisor")]
+    public async Task AnIdleSandboxFromAnImageTakesExecsWithTheImagesSettings(string runtime)
+    {
+        var request = DaemonSandboxTests.Request(runtime, [], r => { r.Image = FeatureDaemonFixture.TinyImage; r.Idle = true; }, rootfs: string.Empty);
+        await using var sandbox = await fixture.Client.StartAsync(request, Ct);
+        fixture.Track(sandbox.Id);
+
+        var exec = await sandbox.ExecAsync(["sh", "-c", "echo $FROM_IMAGE; pwd"], cancellationToken: Ct);
+        var withCommand = await Should.ThrowAsync<RpcException>(() => fixture.Client.CreateAsync(
+            DaemonSandboxTests.Request(runtime, ["true"], r => { r.Image = FeatureDaemonFixture.TinyImage; r.Idle = true; }, rootfs: string.Empty), Ct));
+
+        exec.ExitCode.ShouldBe(0, exec.Stderr);
+        exec.Stdout.ShouldBe("yes\n/root\n");
+        (await sandbox.InspectAsync(Ct)).State.ShouldBe(SandboxState.Running);
+        withCommand.StatusCode.ShouldBe(StatusCode.InvalidArgument);
+        withCommand.Status.Detail.ShouldContain("choose one");
+    }
+
+    [Fact]
+    public async Task TheCliRunsAnIdleSandboxFromAnImageExecsIntoItAndRemovesIt()
+    {
+        var host = "unix://" + fixture.Daemon.SocketPath;
+
+        var run = await CorralProcess.RunAsync(["--host", host, "run", "-d", "--idle", "--runtime", "gvisor", "--image", FeatureDaemonFixture.TinyImage]);
+        run.ExitCode.ShouldBe(0, run.Stderr);
+        var id = fixture.Track(run.Stdout.Trim());
+        var exec = await CorralProcess.RunAsync(["--host", host, "exec", id, "--", "sh", "-c", "echo $FROM_IMAGE; exit 4"]);
+        var idleHere = await CorralProcess.RunAsync(["run", "--idle", "--", "true"]);
+        var rm = await CorralProcess.RunAsync(["--host", host, "rm", "-f", id]);
+
+        exec.ExitCode.ShouldBe(4, exec.Stderr);
+        exec.Stdout.ShouldBe("yes\n");
+        idleHere.ExitCode.ShouldBe(125);
+        idleHere.Stderr.ShouldBe("corral: --idle needs -d: an idle sandbox lives in the daemon and takes `corral exec`\n");
+        rm.ExitCode.ShouldBe(0, rm.Stderr);
         (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
     }
 

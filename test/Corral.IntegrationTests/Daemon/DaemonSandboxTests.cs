@@ -22,12 +22,23 @@ public sealed class DaemonSandboxTests(DaemonFixture fixture)
     [MemberData(nameof(Runtimes))]
     public async Task ExitCodesComeBackThroughWait(string runtime)
     {
-        foreach (var (command, expected) in new (string[] Command, int ExitCode)[] { (["true"], 0), (["false"], 1), (["sh", "-c", "exit 3"], 3) })
+        // The foundation's exit cases, through the API: os._exit, sys.exit, an uncaught exception, a
+        // background child outliving PID 1 (the exit is still prompt).
+        var cases = new (string[] Command, int ExitCode)[]
+        {
+            (["true"], 0), (["false"], 1), (["sh", "-c", "exit 3"], 3),
+            (["python3", "-c", "import os; print('bye', flush=True); os._exit(0)"], 0),
+            (["python3", "-c", "import sys; sys.exit(0)"], 0),
+            (["python3", "-c", "raise ValueError('boom')"], 1),
+            (["sh", "-c", "sleep 100 & exit 0"], 0),
+        };
+        foreach (var (command, expected) in cases)
         {
             var id = await CreateAsync(runtime, command);
             var exit = await fixture.Client.WaitAsync(id, Ct);
 
             exit.ExitCode.ShouldBe(expected, string.Join(' ', command));
+            exit.DurationMs.ShouldBeLessThan(30_000, "the exit must not wait for a background child");
             exit.Id.ShouldBe(id);
             exit.Runtime.ShouldBe(runtime);
             exit.Command.ShouldBe(command);
