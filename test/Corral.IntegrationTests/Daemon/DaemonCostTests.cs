@@ -37,35 +37,21 @@ public sealed class DaemonCostTests(DaemonFixture fixture)
         try
         {
             await File.WriteAllTextAsync(Path.Combine(bundle, "config.json"), spec.Stdout, Ct);
-            var bare = new List<double>();
-            var daemon = new List<double>();
-            for (var i = 0; i < Rounds + 1; i++)
-            {
-                var id = TestHost.NewId("bare");
-                var watch = Stopwatch.StartNew();
-                var run = await RunAsync(runtime == "runc" ? "runc" : "runsc", [.. BareGlobalArgs(runtime, root), "run", "--bundle", bundle, id]);
-                var bareMs = watch.Elapsed.TotalMilliseconds;
-                run.ShouldBe(0);
-
-                watch.Restart();
-                var created = fixture.Track(await fixture.Client.CreateAsync(DaemonSandboxTests.Request(runtime, ["true"], rootfs: fixture.Rootfs), Ct));
-                var exit = await fixture.Client.WaitAsync(created, Ct);
-                var daemonMs = watch.Elapsed.TotalMilliseconds;
-                exit.ExitCode.ShouldBe(0);
-                await fixture.Client.RemoveAsync(created, Ct);
-                (await TestHost.LeaksAsync(created)).ShouldBeEmpty();
-
-                // The first round warms caches and the daemon's JIT.
-                if (i > 0)
+            var created = string.Empty;
+            var (bare, daemon) = await AlternateAsync(
+                Rounds,
+                async () => (await RunAsync(Binary(runtime), [.. BareGlobalArgs(runtime, root), "run", "--bundle", bundle, TestHost.NewId("bare")])).ShouldBe(0),
+                async () =>
                 {
-                    bare.Add(bareMs);
-                    daemon.Add(daemonMs);
-                }
-            }
-
-            Report(
-                $"lifecycle-{runtime}",
-                $"| lifecycle `/bin/true`, {runtime}, median of {Rounds} | bare `{(runtime == "runc" ? "runc" : "runsc")} run` {Median(bare):0.0} ms | daemon Create→Wait {Median(daemon):0.0} ms (+{Median(daemon) - Median(bare):0.0} ms, {Median(daemon) / Median(bare):0.00}x) |");
+                    created = fixture.Track(await fixture.Client.CreateAsync(DaemonSandboxTests.Request(runtime, ["true"], rootfs: fixture.Rootfs), Ct));
+                    (await fixture.Client.WaitAsync(created, Ct)).ExitCode.ShouldBe(0);
+                },
+                async () =>
+                {
+                    await fixture.Client.RemoveAsync(created, Ct);
+                    (await TestHost.LeaksAsync(created)).ShouldBeEmpty();
+                });
+            Report($"lifecycle-{runtime}", $"| lifecycle `/bin/true`, {runtime}, median of {Rounds} | bare `{Binary(runtime)} run` {Compare(bare, daemon, "Create→Wait")}");
         }
         finally
         {
@@ -82,32 +68,55 @@ public sealed class DaemonCostTests(DaemonFixture fixture)
         await using var sandbox = await fixture.Client.StartAsync(DaemonSandboxTests.Request(runtime, [], rootfs: fixture.Rootfs), Ct);
         fixture.Track(sandbox.Id);
         await sandbox.WaitRunningAsync(Ct);
-        var bare = new List<double>();
-        var daemon = new List<double>();
         var runtimeRoot = runtime == "runc" ? "/run/corral/runc" : "/run/corral/runsc";
-        for (var i = 0; i < (Rounds * 2) + 1; i++)
-        {
-            // Into the same container: the bare runtime's exec against the daemon's Exec call.
-            var watch = Stopwatch.StartNew();
-            var code = await RunAsync(runtime == "runc" ? "runc" : "runsc", ["--root", runtimeRoot, "exec", sandbox.Id, "true"]);
-            var bareMs = watch.Elapsed.TotalMilliseconds;
-            code.ShouldBe(0);
 
+        // Into the same container: the bare runtime's exec against the daemon's Exec call.
+        var (bare, daemon) = await AlternateAsync(
+            Rounds * 2,
+            async () => (await RunAsync(Binary(runtime), ["--root", runtimeRoot, "exec", sandbox.Id, "true"])).ShouldBe(0),
+            async () =>
+            {
+                var exec = await sandbox.ExecAsync(["true"], cancellationToken: Ct);
+                exec.ExitCode.ShouldBe(0, exec.Stderr);
+            });
+        Report($"exec-{runtime}", $"| exec `true`, {runtime}, median of {Rounds * 2} | bare `{Binary(runtime)} exec` {Compare(bare, daemon, "Exec")}");
+    }
+
+    /// <summary>
+    /// The bare runtime and the daemon in turn, <paramref name="rounds"/> times after one warm-up round
+    /// (caches, the daemon's JIT); milliseconds. <paramref name="untimed"/> runs after each daemon turn, off the clock.
+    /// </summary>
+    private static async Task<(List<double> Bare, List<double> Daemon)> AlternateAsync(int rounds, Func<Task> bare, Func<Task> daemon, Func<Task>? untimed = null)
+    {
+        var bareMs = new List<double>();
+        var daemonMs = new List<double>();
+        for (var i = 0; i < rounds + 1; i++)
+        {
+            var watch = Stopwatch.StartNew();
+            await bare();
+            var b = watch.Elapsed.TotalMilliseconds;
             watch.Restart();
-            var exec = await sandbox.ExecAsync(["true"], cancellationToken: Ct);
-            var daemonMs = watch.Elapsed.TotalMilliseconds;
-            exec.ExitCode.ShouldBe(0, exec.Stderr);
+            await daemon();
+            var d = watch.Elapsed.TotalMilliseconds;
+            if (untimed is not null)
+            {
+                await untimed();
+            }
+
             if (i > 0)
             {
-                bare.Add(bareMs);
-                daemon.Add(daemonMs);
+                bareMs.Add(b);
+                daemonMs.Add(d);
             }
         }
 
-        Report(
-            $"exec-{runtime}",
-            $"| exec `true`, {runtime}, median of {Rounds * 2} | bare `{(runtime == "runc" ? "runc" : "runsc")} exec` {Median(bare):0.0} ms | daemon Exec {Median(daemon):0.0} ms (+{Median(daemon) - Median(bare):0.0} ms, {Median(daemon) / Median(bare):0.00}x) |");
+        return (bareMs, daemonMs);
     }
+
+    private static string Compare(List<double> bare, List<double> daemon, string what) =>
+        $"{Median(bare):0.0} ms | daemon {what} {Median(daemon):0.0} ms (+{Median(daemon) - Median(bare):0.0} ms, {Median(daemon) / Median(bare):0.00}x) |";
+
+    private static string Binary(string runtime) => runtime == "runc" ? "runc" : "runsc";
 
     private static string[] BareGlobalArgs(string runtime, string root) =>
         runtime == "runc" ? ["--root", root] : ["--root", root, "--platform", "ptrace", "--network", "none", "--ignore-cgroups"];
