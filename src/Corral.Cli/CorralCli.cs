@@ -66,6 +66,12 @@ internal static class CorralCli
         {
             return DaemonCommands.Fail(ex);
         }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or System.ComponentModel.Win32Exception or AggregateException)
+        {
+            // Still one line and a code a script can test, never a stack trace.
+            Console.Error.WriteLine($"corral: {ex.GetType().Name}: {ex.Message.ReplaceLineEndings(" ")}");
+            return CorralExitCodes.CorralError;
+        }
     }
 
     public static int Fail(CorralException ex)

@@ -611,9 +611,10 @@ public sealed class ContainerSupervisor(
                 process.Kill(entireProcessTree: true);
             }
         }
-        catch (InvalidOperationException)
+        catch (Exception ex) when (ex is InvalidOperationException or System.ComponentModel.Win32Exception or AggregateException)
         {
-            // Already gone.
+            // Already gone, or a process of the tree exited while it was being walked: the cgroup kill above holds.
+            Log.CleanupFailed(_logger, run.Id, "kill-runtime-tree", ex.Message);
         }
     }
 

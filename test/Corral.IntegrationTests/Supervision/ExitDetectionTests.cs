@@ -189,7 +189,7 @@ public sealed class ExitDetectionTests
     {
         var run = await RunAsync(runtime, ["--timeout", "1s"], "sleep", "60");
 
-        run.Result.ExitCode.ShouldBe(137);
+        run.Result.ExitCode.ShouldBe(137, run.Result.Stderr);
         run.Result.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(30));
         run.Record!.RootElement.GetProperty("timedOut").GetBoolean().ShouldBeTrue();
         run.Record.RootElement.GetProperty("signal").GetString().ShouldBe("SIGKILL");
