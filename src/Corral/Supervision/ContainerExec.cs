@@ -195,8 +195,7 @@ public sealed class ContainerExecutor(
             throw new CorralException($"command not found in the container's root filesystem: {request.Command[0]}", CorralExitCodes.CommandNotFound) { BadInput = true };
         }
 
-        if (request.Workdir is { } dir && dir is not ("/tmp" or "/dev" or "/proc" or "/sys") && !dir.StartsWith("/tmp/", StringComparison.Ordinal)
-            && !(RootfsResolver.Resolve(rootfs, dir) is { } hostDir && Directory.Exists(hostDir)))
+        if (request.Workdir is { } dir && !ContainerSupervisor.IsMountedInContainer(dir) && !(RootfsResolver.Resolve(rootfs, dir) is { } hostDir && Directory.Exists(hostDir)))
         {
             throw new CorralException($"invalid workdir '{dir}': no such directory in the container's root filesystem") { BadInput = true };
         }

@@ -276,7 +276,8 @@ public sealed class ContainerSupervisor(
         }
     }
 
-    private static bool IsMountedInContainer(string dir) =>
+    /// <summary>Directories the spec mounts over the root (tmpfs /tmp, /dev, /proc, /sys): not on the host's rootfs.</summary>
+    internal static bool IsMountedInContainer(string dir) =>
         dir is "/tmp" or "/dev" or "/proc" or "/sys" || dir.StartsWith("/tmp/", StringComparison.Ordinal);
 
     private async Task<ExitRecord> RunClaimedAsync(ContainerRun run, ContainerIo io, IContainerObserver observer, DateTimeOffset startedAt, long startTimestamp, CancellationToken cancellationToken)
