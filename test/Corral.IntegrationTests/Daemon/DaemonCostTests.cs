@@ -137,14 +137,7 @@ public sealed class DaemonCostTests(DaemonFixture fixture)
                 var wave = await Task.WhenAll(Enumerable.Range(0, Wave).Select(_ =>
                     fixture.Client.CreateAsync(DaemonSandboxTests.Request("gvisor", [], r => r.Labels["cost"] = "idle", fixture.Rootfs), Ct)));
                 ids.AddRange(wave.Select(fixture.Track));
-                foreach (var id in wave)
-                {
-                    while ((await fixture.Client.InspectAsync(id, Ct)).State != SandboxState.Running)
-                    {
-                        watch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(600), $"{IdleSandboxes} gVisor sandboxes did not all start");
-                        await Task.Delay(20, Ct);
-                    }
-                }
+                await Task.WhenAll(wave.Select(id => new Corral.Client.Sandbox(fixture.Client, id).WaitRunningAsync(Ct)));
             }
 
             var startSeconds = watch.Elapsed.TotalSeconds;

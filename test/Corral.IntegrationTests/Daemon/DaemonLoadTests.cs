@@ -19,10 +19,16 @@ public sealed class DaemonLoadTests(DaemonFixture fixture)
         var ids = new List<string>();
         try
         {
-            // Half runc, half gVisor, created together; each takes three execs at once as soon as it runs.
-            var created = await Task.WhenAll(Enumerable.Range(0, Count).Select(i => fixture.Client.CreateAsync(
-                DaemonSandboxTests.Request(i % 2 == 0 ? "runc" : "gvisor", [], r => r.Labels["fifty"] = tag, fixture.Rootfs), Ct)));
-            ids.AddRange(created.Select(fixture.Track));
+            // Half runc, half gVisor, started ten at a time (fifty boots at once on two cores can outlast
+            // the 60 s start deadline); then all fifty run at once and each takes three execs at once.
+            const int Wave = 10;
+            for (var i = 0; i < Count; i += Wave)
+            {
+                var wave = await Task.WhenAll(Enumerable.Range(i, Wave).Select(n => fixture.Client.CreateAsync(
+                    DaemonSandboxTests.Request(n % 2 == 0 ? "runc" : "gvisor", [], r => r.Labels["fifty"] = tag, fixture.Rootfs), Ct)));
+                ids.AddRange(wave.Select(fixture.Track));
+                await Task.WhenAll(wave.Select(id => new Corral.Client.Sandbox(fixture.Client, id).WaitRunningAsync(Ct)));
+            }
 
             var results = await Task.WhenAll(ids.Select(async id =>
             {
@@ -44,12 +50,7 @@ public sealed class DaemonLoadTests(DaemonFixture fixture)
         }
         finally
         {
-            await Task.WhenAll(ids.Select(id => fixture.Client.KillAsync(id, "KILL", TimeSpan.Zero, Ct)));
-            foreach (var id in ids)
-            {
-                await fixture.Client.WaitAsync(id, Ct);
-                await fixture.Client.RemoveAsync(id, Ct);
-            }
+            await Task.WhenAll(ids.Select(id => fixture.Client.RemoveAsync(id, Ct, force: true)));
         }
 
         foreach (var id in ids)
