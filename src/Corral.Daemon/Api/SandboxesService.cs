@@ -64,12 +64,7 @@ internal sealed class SandboxesService(
 
     public override Task<Proto.KillResponse> Kill(Proto.KillRequest request, ServerCallContext context) => Guard(async () =>
     {
-        var signalText = string.IsNullOrEmpty(request.Signal) ? "TERM" : request.Signal;
-        if (!Signals.TryParse(signalText, out var signal))
-        {
-            throw new CorralException($"invalid signal '{request.Signal}': use a name (TERM, KILL, SIGINT) or a number");
-        }
-
+        var signal = ParseSignal(request.Signal, Signals.SIGTERM);
         var grace = request.Grace?.ToTimeSpan() ?? DefaultGrace;
         if (grace < TimeSpan.Zero)
         {
@@ -204,12 +199,7 @@ internal sealed class SandboxesService(
 
     public override Task<Proto.KillExecResponse> KillExec(Proto.KillExecRequest request, ServerCallContext context) => Guard(async () =>
     {
-        var signalText = string.IsNullOrEmpty(request.Signal) ? "KILL" : request.Signal;
-        if (!Signals.TryParse(signalText, out var signal))
-        {
-            throw new CorralException($"invalid signal '{request.Signal}': use a name (TERM, KILL, SIGINT) or a number");
-        }
-
+        var signal = ParseSignal(request.Signal, Signals.SIGKILL);
         await execs.KillAsync(request.SandboxId, request.ExecId, signal, context.CancellationToken).ConfigureAwait(false);
         return new Proto.KillExecResponse();
     });
@@ -249,19 +239,13 @@ internal sealed class SandboxesService(
 
     private static ExecRequest ToExecRequest(Proto.ExecStart start)
     {
-        TimeSpan? timeout = start.Timeout is { } t ? t.ToTimeSpan() : null;
-        if (timeout is { } value && value <= TimeSpan.Zero)
-        {
-            throw new CorralException($"invalid timeout {value}: must be positive");
-        }
-
         return new ExecRequest
         {
             ContainerId = start.SandboxId,
             Command = [.. start.Command],
             Env = [.. start.Env],
             Workdir = string.IsNullOrEmpty(start.Workdir) ? null : start.Workdir,
-            Timeout = timeout,
+            Timeout = PositiveTimeout(start.Timeout),
         };
     }
 
@@ -278,12 +262,7 @@ internal sealed class SandboxesService(
             throw new CorralException($"invalid limits: memory_bytes {request.MemoryBytes}, cpus {request.Cpus}, pids {request.Pids} (0 means no limit; none may be negative)");
         }
 
-        TimeSpan? timeout = request.Timeout is { } t ? t.ToTimeSpan() : null;
-        if (timeout is { } value && value <= TimeSpan.Zero)
-        {
-            throw new CorralException($"invalid timeout {value}: must be positive");
-        }
-
+        var timeout = PositiveTimeout(request.Timeout);
         var runtime = request.Runtime switch
         {
             Proto.Runtime.Runc => RuntimeKind.Runc,
@@ -306,6 +285,17 @@ internal sealed class SandboxesService(
                 request.Pids > 0 ? request.Pids : null),
         };
     }
+
+    /// <summary>A name (TERM, SIGKILL) or number; <paramref name="unset"/> when empty.</summary>
+    private static int ParseSignal(string text, int unset) =>
+        string.IsNullOrEmpty(text) ? unset
+        : Signals.TryParse(text, out var signal) ? signal
+        : throw new CorralException($"invalid signal '{text}': use a name (TERM, KILL, SIGINT) or a number");
+
+    private static TimeSpan? PositiveTimeout(Google.Protobuf.WellKnownTypes.Duration? duration) =>
+        duration?.ToTimeSpan() is not { } value ? null
+        : value > TimeSpan.Zero ? value
+        : throw new CorralException($"invalid timeout {value}: must be positive");
 
     private static async Task<T> Guard<T>(Func<Task<T>> call)
     {

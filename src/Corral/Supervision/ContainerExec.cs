@@ -102,14 +102,15 @@ public sealed class ContainerExecutor(
         var files = new ExecFiles(bundle, execId);
         await File.WriteAllTextAsync(files.Process, SpecBuilder.ToJson(process), cancellationToken).ConfigureAwait(false);
 
-        var info = new ProcessStartInfo(runtime.Exec(id, files.Process, files.Pid, files.InternalPid).FileName)
+        var invocation = runtime.Exec(id, files.Process, files.Pid, files.InternalPid);
+        var info = new ProcessStartInfo(invocation.FileName)
         {
             UseShellExecute = false,
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
-        foreach (var arg in runtime.Exec(id, files.Process, files.Pid, files.InternalPid).Args)
+        foreach (var arg in invocation.Args)
         {
             info.ArgumentList.Add(arg);
         }
@@ -137,7 +138,7 @@ public sealed class ContainerExecutor(
             throw new CorralException($"{runtime.Name} could not exec in container {id}: {why}");
         }
 
-        Log.ExecStarted(_logger, id, execId, exec.Pid ?? 0, string.Join(' ', request.Command));
+        Log.ExecStarted(_logger, id, execId, exec.Pid.Value, string.Join(' ', request.Command));
         return exec;
     }
 
@@ -154,53 +155,29 @@ public sealed class ContainerExecutor(
             throw new CorralException("no command given: exec ID -- CMD [ARGS...]");
         }
 
-        var env = new List<string>();
-        var index = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var entry in spec.Process.Env)
-        {
-            var eq = entry.IndexOf('=', StringComparison.Ordinal);
-            index[eq < 0 ? entry : entry[..eq]] = env.Count;
-            env.Add(entry);
-        }
+        ContainerSupervisor.ValidateEnvNames(request.Env);
 
-        foreach (var (key, value) in request.Env)
-        {
-            if (key.Length == 0 || key.Contains('=') || key.Contains('\0'))
-            {
-                throw new CorralException($"invalid environment variable name '{key}'");
-            }
-
-            if (index.TryGetValue(key, out var at))
-            {
-                env[at] = $"{key}={value}";
-            }
-            else
-            {
-                index[key] = env.Count;
-                env.Add($"{key}={value}");
-            }
-        }
-
+        // The container's environment (PATH and HOME already settled), then the caller's, later ones winning.
+        var env = SpecBuilder.BuildEnv([.. spec.Process.Env.Select(SplitEnv), .. request.Env]);
         var cwd = request.Workdir ?? spec.Process.Cwd;
         if (!cwd.StartsWith('/'))
         {
             throw new CorralException($"invalid workdir '{cwd}': must be an absolute path");
         }
 
-        // The root is read-only and what the runtime sees: the command and directory must be there.
-        var rootfs = spec.Root.Path;
-        var path = env.LastOrDefault(e => e.StartsWith("PATH=", StringComparison.Ordinal))?["PATH=".Length..] ?? SpecBuilder.DefaultPath;
-        if (!request.Command[0].StartsWith("/tmp/", StringComparison.Ordinal) && RootfsResolver.FindExecutable(rootfs, request.Command[0], path) is null)
-        {
-            throw new CorralException($"command not found in the container's root filesystem: {request.Command[0]}", CorralExitCodes.CommandNotFound) { BadInput = true };
-        }
-
-        if (request.Workdir is { } dir && !ContainerSupervisor.IsMountedInContainer(dir) && !(RootfsResolver.Resolve(rootfs, dir) is { } hostDir && Directory.Exists(hostDir)))
-        {
-            throw new CorralException($"invalid workdir '{dir}': no such directory in the container's root filesystem") { BadInput = true };
-        }
+        // The root is read-only and what the runtime sees; only /tmp (the container's own tmpfs) can hold
+        // a command an earlier exec wrote.
+        var command = request.Command[0].StartsWith("/tmp/", StringComparison.Ordinal) ? null : request.Command[0];
+        var path = env.First(e => e.StartsWith("PATH=", StringComparison.Ordinal))["PATH=".Length..];
+        ContainerSupervisor.ValidateInRootfs(spec.Root.Path, command, path, request.Workdir);
 
         return spec.Process with { Terminal = false, Args = [.. request.Command], Env = env, Cwd = cwd };
+    }
+
+    private static KeyValuePair<string, string> SplitEnv(string entry)
+    {
+        var eq = entry.IndexOf('=', StringComparison.Ordinal);
+        return eq < 0 ? new(entry, string.Empty) : new(entry[..eq], entry[(eq + 1)..]);
     }
 
     internal sealed record ExecFiles(string Bundle, string ExecId)
@@ -239,7 +216,6 @@ public sealed class ContainerExec
     private readonly TaskCompletionSource<DateTimeOffset> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Task<ExecResult>? _completion;
     private readonly CancellationTokenSource _stdinDone = new();
-    private volatile bool _killed;
 
     internal ContainerExec(ContainerExecutor owner, string execId, string containerId, IReadOnlyList<string> command, IContainerRuntime runtime, Process process, ContainerExecutor.ExecFiles files, DateTimeOffset startedAt)
     {
@@ -272,11 +248,6 @@ public sealed class ContainerExec
         if (_exited.Task.IsCompleted || Pid is not { } pid)
         {
             return false;
-        }
-
-        if (signal == Signals.SIGKILL)
-        {
-            _killed = true;
         }
 
         if (_runtime.KillProcess(ContainerId, pid, signal) is { } invocation)
@@ -347,8 +318,9 @@ public sealed class ContainerExec
                 stderrPipe.Dispose();
             }
 
-            if (timedOut || (_killed && exitCode is 128 or 255))
+            if (timedOut)
             {
+                // Reported like a container killed at its timeout.
                 exitCode = 137;
             }
 

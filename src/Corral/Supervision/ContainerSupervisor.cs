@@ -219,13 +219,7 @@ public sealed class ContainerSupervisor(
             throw new CorralException($"invalid --workdir '{workdir}': must be an absolute path");
         }
 
-        foreach (var (key, _) in request.Env)
-        {
-            if (key.Length == 0 || key.Contains('=') || key.Contains('\0'))
-            {
-                throw new CorralException($"invalid environment variable name '{key}'");
-            }
-        }
+        ValidateEnvNames(request.Env);
 
         if (request.Limits.MemoryBytes is { } memory && memory < options.MinimumMemoryBytes)
         {
@@ -261,23 +255,39 @@ public sealed class ContainerSupervisor(
         return [.. request.Command];
     }
 
-    /// <summary>The command and working directory must exist as the container will see its root.</summary>
-    private static void ValidateInRootfs(ContainerRequest request, string rootfs)
+    private static void ValidateInRootfs(ContainerRequest request, string rootfs) =>
+        ValidateInRootfs(rootfs, request.Command[0], request.Env.LastOrDefault(kv => kv.Key == "PATH").Value ?? SpecBuilder.DefaultPath, request.Workdir);
+
+    /// <summary>
+    /// The command (unless null) and working directory must exist as the container sees its root: for
+    /// PID 1 (`run`) and for an exec alike.
+    /// </summary>
+    internal static void ValidateInRootfs(string rootfs, string? command, string path, string? workdir)
     {
-        var path = request.Env.LastOrDefault(kv => kv.Key == "PATH").Value ?? SpecBuilder.DefaultPath;
-        if (RootfsResolver.FindExecutable(rootfs, request.Command[0], path) is null)
+        if (command is not null && RootfsResolver.FindExecutable(rootfs, command, path) is null)
         {
-            throw new CorralException($"command not found in the container's root filesystem: {request.Command[0]}", CorralExitCodes.CommandNotFound) { BadInput = true };
+            throw new CorralException($"command not found in the container's root filesystem: {command}", CorralExitCodes.CommandNotFound) { BadInput = true };
         }
 
-        if (request.Workdir is { } dir && !IsMountedInContainer(dir) && !(RootfsResolver.Resolve(rootfs, dir) is { } hostDir && Directory.Exists(hostDir)))
+        if (workdir is { } dir && !IsMountedInContainer(dir) && !(RootfsResolver.Resolve(rootfs, dir) is { } hostDir && Directory.Exists(hostDir)))
         {
             throw new CorralException($"invalid --workdir '{dir}': no such directory in the container's root filesystem") { BadInput = true };
         }
     }
 
+    internal static void ValidateEnvNames(IEnumerable<KeyValuePair<string, string>> env)
+    {
+        foreach (var (key, _) in env)
+        {
+            if (key.Length == 0 || key.Contains('=') || key.Contains('\0'))
+            {
+                throw new CorralException($"invalid environment variable name '{key}'");
+            }
+        }
+    }
+
     /// <summary>Directories the spec mounts over the root (tmpfs /tmp, /dev, /proc, /sys): not on the host's rootfs.</summary>
-    internal static bool IsMountedInContainer(string dir) =>
+    private static bool IsMountedInContainer(string dir) =>
         dir is "/tmp" or "/dev" or "/proc" or "/sys" || dir.StartsWith("/tmp/", StringComparison.Ordinal);
 
     private async Task<ExitRecord> RunClaimedAsync(ContainerRun run, ContainerIo io, IContainerObserver observer, DateTimeOffset startedAt, long startTimestamp, CancellationToken cancellationToken)

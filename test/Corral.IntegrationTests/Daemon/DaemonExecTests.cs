@@ -48,7 +48,7 @@ public sealed class DaemonExecTests(DaemonFixture fixture)
         var exit = await sandbox.WaitAsync(Ct);
         exit.ExitCode.ShouldBe(143);
         watch.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(20), "the idle command must end on SIGTERM, not wait for the grace");
-        await AssertNoExecFilesAsync(sandbox.Id);
+        AssertNoExecFiles(sandbox.Id);
     }
 
     [Theory]
@@ -145,7 +145,7 @@ public sealed class DaemonExecTests(DaemonFixture fixture)
         badEnv.StatusCode.ShouldBe(StatusCode.InvalidArgument);
         noStart.StatusCode.ShouldBe(StatusCode.InvalidArgument);
         (await sandbox.ListExecsAsync(Ct)).ShouldBeEmpty();
-        await AssertNoExecFilesAsync(sandbox.Id);
+        AssertNoExecFiles(sandbox.Id);
         (await sandbox.ExecAsync(["true"], cancellationToken: Ct)).ExitCode.ShouldBe(0, "the sandbox still takes execs");
         await fixture.Client.RemoveAsync(done, Ct);
     }
@@ -180,7 +180,7 @@ public sealed class DaemonExecTests(DaemonFixture fixture)
         notFound.Stderr.ShouldBe("corral: command not found in the container's root filesystem: nosuch\n");
     }
 
-    internal static ExecStart Start(string sandboxId, string[] command, Action<ExecStart>? configure = null)
+    private static ExecStart Start(string sandboxId, string[] command, Action<ExecStart>? configure = null)
     {
         var start = new ExecStart { SandboxId = sandboxId };
         start.Command.AddRange(command);
@@ -198,10 +198,9 @@ public sealed class DaemonExecTests(DaemonFixture fixture)
     private async Task<RpcException> ExecErrorAsync(ExecStart start) =>
         await Should.ThrowAsync<RpcException>(() => fixture.Client.ExecAsync(start, cancellationToken: Ct), string.Join(' ', start.Command));
 
-    private static Task AssertNoExecFilesAsync(string id)
+    private static void AssertNoExecFiles(string id)
     {
         var bundle = Path.Combine(TestHost.StateDir, "bundles", id);
         (Directory.Exists(bundle) ? Directory.GetFiles(bundle, "exec-*") : []).ShouldBeEmpty();
-        return Task.CompletedTask;
     }
 }
