@@ -12,6 +12,24 @@ public enum RuntimeKind
 public sealed record RuntimeInvocation(string FileName, IReadOnlyList<string> Args)
 {
     public override string ToString() => string.Join(' ', [FileName, .. Args]);
+
+    /// <summary>The invocation with stdin, stdout and stderr all redirected to pipes.</summary>
+    public System.Diagnostics.ProcessStartInfo StartInfo()
+    {
+        var info = new System.Diagnostics.ProcessStartInfo(FileName)
+        {
+            UseShellExecute = false,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        foreach (var arg in Args)
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        return info;
+    }
 }
 
 public sealed class RuntimeOptions

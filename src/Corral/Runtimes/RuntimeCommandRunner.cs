@@ -14,19 +14,7 @@ public static class RuntimeCommandRunner
 {
     public static async Task<RuntimeCommandResult> RunAsync(RuntimeInvocation invocation, TimeSpan deadline, CancellationToken cancellationToken = default)
     {
-        var info = new ProcessStartInfo(invocation.FileName)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (var arg in invocation.Args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-
-        using var process = Process.Start(info) ?? throw new InvalidOperationException($"could not start {invocation.FileName}");
+        using var process = Process.Start(invocation.StartInfo()) ?? throw new InvalidOperationException($"could not start {invocation.FileName}");
         process.StandardInput.Close();
         var stdout = process.StandardOutput.ReadToEndAsync(cancellationToken);
         var stderr = process.StandardError.ReadToEndAsync(cancellationToken);

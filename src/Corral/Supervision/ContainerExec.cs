@@ -102,18 +102,7 @@ public sealed class ContainerExecutor(
         var files = new ExecFiles(bundle, execId);
         await File.WriteAllTextAsync(files.Process, SpecBuilder.ToJson(process), cancellationToken).ConfigureAwait(false);
 
-        var invocation = runtime.Exec(id, files.Process, files.Pid, files.InternalPid);
-        var info = new ProcessStartInfo(invocation.FileName)
-        {
-            UseShellExecute = false,
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        foreach (var arg in invocation.Args)
-        {
-            info.ArgumentList.Add(arg);
-        }
+        var info = runtime.Exec(id, files.Process, files.Pid, files.InternalPid).StartInfo();
 
         var startedAt = time.GetUtcNow();
         Process child;
