@@ -7,7 +7,10 @@ namespace Corral.Interop;
 /// Reads a child's pipe without holding a thread: the fd is made non-blocking and waits on the shared
 /// epoll thread. .NET reads a pipe with a blocking read on a thread-pool thread, so a daemon with
 /// hundreds of execs' outputs open would starve its pool (seen: 150 execs at once left output unread
-/// for seconds). The <see cref="PipeStream"/> keeps owning the fd; dispose this first.
+/// for seconds). The <see cref="PipeStream"/> keeps owning the fd, but this holds a reference on its
+/// handle until disposed: the fd is not closed (and its number not reused) while it is in the epoll set.
+/// Without that, the owner closing the pipe first let this registration's removal delete another
+/// pipe's that had been given the same fd number, and that pipe's output was never read.
 /// </summary>
 internal sealed class EpollPipeReader : Stream
 {
@@ -21,11 +24,15 @@ internal sealed class EpollPipeReader : Stream
     {
         ArgumentNullException.ThrowIfNull(pipe);
         _pipe = pipe;
+        var held = false;
+        pipe.SafePipeHandle.DangerousAddRef(ref held);
         _fd = (int)pipe.SafePipeHandle.DangerousGetHandle();
         var flags = LibC.fcntl(_fd, LibC.F_GETFL, 0);
         if (flags < 0 || LibC.fcntl(_fd, LibC.F_SETFL, flags | LibC.O_NONBLOCK) < 0)
         {
-            throw new Win32Exception(LibC.LastError, $"fcntl(O_NONBLOCK) on fd {_fd} failed");
+            var error = LibC.LastError;
+            pipe.SafePipeHandle.DangerousRelease();
+            throw new Win32Exception(error, $"fcntl(O_NONBLOCK) on fd {_fd} failed");
         }
 
         // Edge-triggered: one wake-up per arrival; ReadAsync reads until EAGAIN before it waits again.
@@ -86,10 +93,11 @@ internal sealed class EpollPipeReader : Stream
     {
         if (disposing && !_disposed)
         {
-            // Off the epoll set before the fd can be closed and its number reused; a pending read wakes and ends.
+            // Off the epoll set while the fd is still ours, then let it close; a pending read wakes and ends.
             _disposed = true;
             _registration.Dispose();
             Signal();
+            _pipe.SafePipeHandle.DangerousRelease();
             _pipe.Dispose();
         }
 

@@ -334,6 +334,8 @@ public sealed class ContainerExec
             await stdin.ConfigureAwait(false);
             _stdinDone.Dispose();
             _files.Delete();
+            stdoutPipe.Dispose();
+            stderrPipe.Dispose();
             _process.Dispose();
         }
     }
