@@ -18,13 +18,21 @@ ROOTFS = "/var/lib/corral/images/default/rootfs"
 CORRAL_STATE = "/run/corral"
 CORRAL_RUNC_ROOT = "/run/corral/runc"
 CORRAL_RUNSC_ROOT = "/run/corral/runsc"
+CORRAL_CRUN_ROOT = "/run/corral/crun"
 # The bare-runtime references keep their state apart from Corral's.
 BENCH_STATE = "/run/corral-bench"
 BENCH_RUNC_ROOT = os.path.join(BENCH_STATE, "runc")
 BENCH_RUNSC_ROOT = os.path.join(BENCH_STATE, "runsc")
+BENCH_CRUN_ROOT = os.path.join(BENCH_STATE, "crun")
 PODMAN_IMAGE = "localhost/corral-bench-default:latest"
 PODMAN_ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 RUNTIMES = ("runc", "gvisor")
+# The lifecycle experiment also times crun (runc's command line, a C binary; no podman variant).
+LIFECYCLE_RUNTIMES = ("runc", "crun", "gvisor")
+
+
+def binary_of(runtime):
+    return "runsc" if runtime == "gvisor" else runtime
 
 ENV = dict(os.environ, DOTNET_NOLOGO="1", DOTNET_CLI_TELEMETRY_OPTOUT="1", DOTNET_SKIP_FIRST_TIME_EXPERIENCE="1")
 
@@ -223,6 +231,8 @@ def make_bundle(command, tag):
 def bare_cmd(runtime, bundle, name):
     if runtime == "runc":
         return ["runc", "--root", BENCH_RUNC_ROOT, "run", "--bundle", bundle, name]
+    if runtime == "crun":
+        return ["crun", "--root", BENCH_CRUN_ROOT, "run", "--bundle", bundle, name]
     return ["runsc", "--root", BENCH_RUNSC_ROOT, "--platform", "ptrace", "--network", "none", "--ignore-cgroups", "run", "--bundle", bundle, name]
 
 
@@ -342,7 +352,10 @@ def runtime_list(root, binary):
 def sweep(prefix="bench-"):
     """Removes every container whose name starts with `prefix` from Corral's and the bench's runtime roots and podman."""
     left = []
-    for binary, root in (("runc", CORRAL_RUNC_ROOT), ("runsc", CORRAL_RUNSC_ROOT), ("runc", BENCH_RUNC_ROOT), ("runsc", BENCH_RUNSC_ROOT)):
+    roots = [("runc", CORRAL_RUNC_ROOT), ("runsc", CORRAL_RUNSC_ROOT), ("runc", BENCH_RUNC_ROOT), ("runsc", BENCH_RUNSC_ROOT)]
+    if shutil.which("crun"):
+        roots += [("crun", CORRAL_CRUN_ROOT), ("crun", BENCH_CRUN_ROOT)]
+    for binary, root in roots:
         try:
             names = runtime_list(root, binary)
         except Exception as e:  # noqa: BLE001

@@ -113,6 +113,7 @@ def versions():
         "corral": b.version_of(b.corral_cmd("--version")) + f" (git {git})",
         "runc": b.version_of(["runc", "--version"]),
         "runsc": b.version_of(["runsc", "--version"]),
+        "crun": b.version_of(["crun", "--version"]) if shutil.which("crun") else "not installed",
         "dotnet": b.version_of(["dotnet", "--version"]),
         "podman": b.version_of(["podman", "--version"]) if shutil.which("podman") else "not installed",
         "python": platform.python_version(),

@@ -30,10 +30,10 @@ def lifecycle(ctx) -> b.Result:
     podman_ok, podman_reason = b.podman_status() if not ctx.no_podman else (False, "disabled with --no-podman")
     samples = {}  # (runtime, workload, variant) -> [ms]
     failures = []
-    for rt in b.RUNTIMES:
+    for rt in b.LIFECYCLE_RUNTIMES:
         for wname, command in WORKLOADS:
             bundle = b.make_bundle(command, f"lifecycle-{wname.split()[0].strip('/').replace('/', '_')}")
-            variants = ["bare", "corral"] + (["podman"] if podman_ok else [])
+            variants = ["bare", "corral"] + (["podman"] if podman_ok and rt in b.RUNTIMES else [])
             for i in range(reps + 1):  # the first round warms caches and is dropped
                 for variant in variants:
                     name = b.unique("lc")
@@ -56,7 +56,7 @@ def lifecycle(ctx) -> b.Result:
                         samples.setdefault(key + ("corral: request to exitedAt",), []).append((b.parse_time(rec["exitedAt"]) - t0_wall) * 1000.0)
                         samples.setdefault(key + ("corral: request to CLI return",), []).append(ms)
                     elif variant == "bare":
-                        samples.setdefault(key + (f"bare {'runc run' if rt == 'runc' else 'runsc run'} (reference)",), []).append(ms)
+                        samples.setdefault(key + (f"bare {b.binary_of(rt)} run (reference)",), []).append(ms)
                     else:
                         samples.setdefault(key + (f"podman run --rm --runtime {'runc' if rt == 'runc' else 'runsc'}",), []).append(ms)
     if failures:
@@ -66,7 +66,7 @@ def lifecycle(ctx) -> b.Result:
     t = b.Table(f"Lifecycle latency ({reps} runs each, after one warm-up round; ms)",
                 ["runtime", "workload", "variant", "n", "median ms", "p99 ms", "ratio vs bare (median)"])
     groups = []
-    for rt in b.RUNTIMES:
+    for rt in b.LIFECYCLE_RUNTIMES:
         for wname, _ in WORKLOADS:
             keys = [k for k in samples if k[0] == rt and k[1] == wname]
             ref = next((median(samples[k]) for k in keys if "reference" in k[2]), None)
@@ -75,7 +75,7 @@ def lifecycle(ctx) -> b.Result:
                 t.rows.append([rt, wname, k[2], len(xs), b.fmt(median(xs)), b.fmt(b.percentile(xs, 99)), b.ratio(median(xs), ref)])
                 groups.append((f"{rt} {wname.split()[0]}\n{k[2].split(' (')[0]}", xs))
     t.notes += [
-        "bare: the runtime binary run in the foreground on a bundle with " + b.SPEC_SOURCE + "; runsc with `--platform ptrace --network none --ignore-cgroups`, as Corral runs it.",
+        "bare: the runtime binary run in the foreground on a bundle with " + b.SPEC_SOURCE + "; runsc with `--platform ptrace --network none --ignore-cgroups`, as Corral runs it; crun like runc (no podman variant for crun).",
         "corral: " + b.cli_description().replace(" ...", " --runtime R --rootfs DEFAULT --name ID --result-file F -- CMD") + " (the built CLI directly, not the ./corral wrapper). "
         "There is no daemon yet, so every Corral figure includes starting a .NET process (the CLI); a daemon would not pay that per container.",
         "request to exitedAt: from spawning the CLI to the `exitedAt` of its exit record (the moment Corral saw the runtime exit); "

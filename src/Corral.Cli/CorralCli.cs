@@ -20,19 +20,25 @@ internal static class CorralCli
     private static readonly Option<string> LogLevelOption = new("--log-level") { Description = "trace|debug|information|warning|error (default warning, or $CORRAL_LOG_LEVEL)", Recursive = true };
     private static readonly Option<string> RuncPath = new("--runc-path") { Description = "runc binary", Recursive = true };
     private static readonly Option<string> RunscPath = new("--runsc-path") { Description = "runsc binary", Recursive = true };
+    private static readonly Option<string> CrunPath = new("--crun-path") { Description = "crun binary", Recursive = true };
     private static readonly Option<string> RunscPlatform = new("--runsc-platform") { Description = "gVisor platform (default ptrace)", Recursive = true };
 
     public static async Task<int> RunAsync(string[] args)
     {
         var root = new RootCommand("Corral: run commands in runc or gVisor containers and know exactly how they ended.")
         {
-            StateDir, DataDir, LogLevelOption, RuncPath, RunscPath, RunscPlatform, DaemonCommands.Host, DaemonCommands.TokenFile,
+            StateDir, DataDir, LogLevelOption, RuncPath, RunscPath, CrunPath, RunscPlatform, DaemonCommands.Host, DaemonCommands.TokenFile,
         };
+
+        // Help and usage lines name the command people type, not the assembly (Corral.Cli).
+        root.HelpName = "corral";
         root.Add(RunCommand.Create());
         root.Add(KillCommand());
         root.Add(PsCommand());
+        root.Add(GcCommand.Create());
         root.Add(StatsCommand());
         root.Add(PrepareCommand());
+        root.Add(SetupCrunCommand());
         root.Add(SpecCommand());
         root.Add(ImageCommands.Pull());
         root.Add(ImageCommands.Images());
@@ -41,6 +47,7 @@ internal static class CorralCli
         root.Add(ExecCommands.Exec());
         root.Add(ExecCommands.Execs());
         root.Add(ShimCommand.Create());
+        root.Add(CompletionCommand.Create());
         foreach (var command in DaemonCommands.Create())
         {
             root.Add(command);
@@ -60,14 +67,17 @@ internal static class CorralCli
         }
         catch (CorralException ex)
         {
+            CorralContext.FlushLogs();
             return Fail(ex);
         }
         catch (Grpc.Core.RpcException ex)
         {
+            CorralContext.FlushLogs();
             return DaemonCommands.Fail(ex);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or System.ComponentModel.Win32Exception or AggregateException)
         {
+            CorralContext.FlushLogs();
             // Still one line and a code a script can test, never a stack trace.
             Console.Error.WriteLine($"corral: {ex.GetType().Name}: {ex.Message.ReplaceLineEndings(" ")}");
             return CorralExitCodes.CorralError;
@@ -80,16 +90,26 @@ internal static class CorralCli
         return ex.ExitCode;
     }
 
-    public static CorralContext Context(ParseResult parse) => new(
-        parse.GetValue(StateDir) ?? Environment.GetEnvironmentVariable("CORRAL_STATE_DIR") ?? "/run/corral",
-        parse.GetValue(DataDir) ?? Environment.GetEnvironmentVariable("CORRAL_DATA_DIR") ?? "/var/lib/corral",
-        ParseLogLevel(parse.GetValue(LogLevelOption) ?? Environment.GetEnvironmentVariable("CORRAL_LOG_LEVEL")),
-        new RuntimeOptions
-        {
-            RuncPath = parse.GetValue(RuncPath) ?? Environment.GetEnvironmentVariable("CORRAL_RUNC") ?? "runc",
-            RunscPath = parse.GetValue(RunscPath) ?? Environment.GetEnvironmentVariable("CORRAL_RUNSC") ?? "runsc",
-            RunscPlatform = parse.GetValue(RunscPlatform) ?? Environment.GetEnvironmentVariable("CORRAL_RUNSC_PLATFORM") ?? "ptrace",
-        });
+    public static CorralContext Context(ParseResult parse)
+    {
+        var stateDir = StateLayout.Canonical(InputRules.DirectoryOption("--state-dir", parse.GetValue(StateDir) ?? Environment.GetEnvironmentVariable("CORRAL_STATE_DIR") ?? StateLayout.DefaultStateDir));
+        return new(
+            stateDir,
+            InputRules.DirectoryOption("--data-dir", parse.GetValue(DataDir) ?? Environment.GetEnvironmentVariable("CORRAL_DATA_DIR") ?? "/var/lib/corral"),
+            ParseLogLevel(parse.GetValue(LogLevelOption) ?? Environment.GetEnvironmentVariable("CORRAL_LOG_LEVEL")),
+            new RuntimeOptions
+            {
+                RuncPath = parse.GetValue(RuncPath) ?? Environment.GetEnvironmentVariable("CORRAL_RUNC") ?? "runc",
+                RunscPath = parse.GetValue(RunscPath) ?? Environment.GetEnvironmentVariable("CORRAL_RUNSC") ?? "runsc",
+                CrunPath = parse.GetValue(CrunPath) ?? Environment.GetEnvironmentVariable("CORRAL_CRUN") ?? "crun",
+                RunscPlatform = parse.GetValue(RunscPlatform) ?? Environment.GetEnvironmentVariable("CORRAL_RUNSC_PLATFORM") ?? "ptrace",
+
+                // A state dir's runtime containers live under it: two state dirs never share one.
+                RuncRoot = StateLayout.RuncRoot(stateDir),
+                RunscRoot = StateLayout.RunscRoot(stateDir),
+                CrunRoot = StateLayout.CrunRoot(stateDir),
+            });
+    }
 
     private static LogLevel ParseLogLevel(string? text) =>
         text is null ? LogLevel.Warning
@@ -254,6 +274,20 @@ internal static class CorralCli
         return command;
     }
 
+    private static Command SetupCrunCommand()
+    {
+        var command = new Command("setup-crun", "On a hybrid cgroup host, mount a cgroup v1 hierarchy for each controller attached to cgroup v2, so crun can run (idempotent)");
+        command.SetAction(_ =>
+        {
+            var mounted = CrunHost.Setup();
+            Console.Error.WriteLine(mounted.Count == 0
+                ? "corral: crun can run on this host; nothing to do"
+                : $"corral: mounted cgroup v1 hierarchies for crun: {string.Join(", ", mounted)}");
+            return 0;
+        });
+        return command;
+    }
+
     private static Command PrepareCommand()
     {
         var command = new Command("prepare", "Build the default image (Debian with python3) if it is missing");
@@ -274,10 +308,13 @@ internal static class CorralCli
         var command = new Command("spec", "Print the OCI config.json Corral would run CMD with (for comparing with the bare runtime)") { rootfs, cmd };
         command.SetAction(parse =>
         {
+            // The same rules as run: an existing directory, never the host's root.
+            var args = parse.GetValue(cmd)!;
+            InputRules.Process(args, [], null);
             Console.WriteLine(Oci.SpecBuilder.ToJson(Oci.SpecBuilder.Build(new Oci.SpecInput
             {
-                RootfsPath = Path.GetFullPath(parse.GetValue(rootfs)!),
-                Args = parse.GetValue(cmd)!,
+                RootfsPath = InputRules.Rootfs(parse.GetValue(rootfs)!),
+                Args = args,
             })));
             return 0;
         });

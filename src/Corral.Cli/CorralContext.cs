@@ -1,5 +1,6 @@
 using Corral.Cgroups;
 using Corral.Images;
+using Corral.Logging;
 using Corral.Oom;
 using Corral.Runtimes;
 using Corral.Supervision;
@@ -13,17 +14,64 @@ internal sealed record CorralContext(string StateDir, string DataDir, LogLevel L
 {
     private ILoggerFactory? _loggers;
 
-    public ILoggerFactory Loggers => _loggers ??= LoggerFactory.Create(builder => builder
-        .SetMinimumLevel(LogLevel)
-        .AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
-            o.UseUtcTimestamp = true;
-        })
-        .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
+    /// <summary>key=value lines on stderr (the default), or JSON lines (a shim of a daemon started with --log-format json).</summary>
+    public Corral.Logging.LogFormat LogFormat { get; init; }
 
-    public ImageStore Images() => new(DataDir, TimeProvider.System, Loggers.CreateLogger<ImageStore>());
+    private static readonly List<ILoggerFactory> Created = [];
+
+    public ILoggerFactory Loggers => _loggers ??= Track(LogFormat == Corral.Logging.LogFormat.Json
+        ? LoggerFactory.Create(builder => builder.SetMinimumLevel(LogLevel).AddJsonLines(Console.Error))
+        : LoggerFactory.Create(builder => builder
+            .SetMinimumLevel(LogLevel)
+            .AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+                o.UseUtcTimestamp = true;
+            })
+            .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace)));
+
+    /// <summary>
+    /// Writes out every log line still queued (the console logger writes on a thread of its own), so that
+    /// the one-line error printed next is the last line on stderr, after the warnings that led to it.
+    /// Loggers used later write directly.
+    /// </summary>
+    public static void FlushLogs()
+    {
+        lock (Created)
+        {
+            foreach (var factory in Created)
+            {
+                factory.Dispose();
+            }
+
+            Created.Clear();
+        }
+    }
+
+    private static ILoggerFactory Track(ILoggerFactory factory)
+    {
+        lock (Created)
+        {
+            Created.Add(factory);
+        }
+
+        return factory;
+    }
+
+    /// <summary>Unpack limits given on the command line (--max-layer-size, --max-image-size); null: defaults and environment.</summary>
+    public UnpackLimits? Limits { get; set; }
+
+    public ImageStore Images()
+    {
+        var store = new ImageStore(DataDir, TimeProvider.System, Loggers.CreateLogger<ImageStore>());
+        if (Limits is { } limits)
+        {
+            store.Limits = limits;
+        }
+
+        return store;
+    }
 
     public ImagePuller Puller(IReadOnlyCollection<string> insecureRegistries, string? authFile)
     {
@@ -33,12 +81,19 @@ internal sealed record CorralContext(string StateDir, string DataDir, LogLevel L
         return new ImagePuller(Images(), new RegistryClient(http, options, Loggers.CreateLogger<RegistryClient>()), Loggers.CreateLogger<ImagePuller>());
     }
 
-    public SupervisorOptions SupervisorOptions() => new() { StateDir = StateDir };
+    public SupervisorOptions SupervisorOptions() => new() { StateDir = StateDir, ExecReaper = SelfCommand() };
+
+    /// <summary>How to run this CLI again: its native binary, or the host running its assembly.</summary>
+    public static IReadOnlyList<string> SelfCommand()
+    {
+        var path = Environment.ProcessPath ?? throw new InvalidOperationException("the path of this process is unknown");
+        return Path.GetFileNameWithoutExtension(path) == "dotnet" ? [path, Path.Combine(AppContext.BaseDirectory, "Corral.Cli.dll")] : [path];
+    }
 
     public ContainerSupervisor CreateSupervisor(SupervisorOptions? options = null)
     {
         options ??= SupervisorOptions();
-        var driver = CgroupDetector.DetectHost(Loggers);
+        var driver = CgroupDetector.DetectHost(Loggers, StateLayout.CgroupParent(options.StateDir));
         return new ContainerSupervisor(
             options,
             RuntimeOptions,

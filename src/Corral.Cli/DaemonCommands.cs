@@ -42,7 +42,29 @@ internal static class DaemonCommands
             throw new CorralException($"invalid --host '{host}': use unix:///path/to/corral.sock or tcp://HOST:PORT");
         }
 
-        return CorralClient.Connect(host["unix://".Length..]);
+        var socketPath = host["unix://".Length..];
+        InputRules.NoControl("--host", socketPath);
+        if (!Answers(socketPath))
+        {
+            throw new CorralException(ErrorKind.Unavailable, $"no daemon is running at {socketPath}; start one with `corral serve`{(socketPath == CorralClient.DefaultSocketPath ? string.Empty : $" --socket {socketPath}")}");
+        }
+
+        return CorralClient.Connect(socketPath);
+    }
+
+    /// <summary>True when something accepts connections on the Unix socket (gRPC's own error for a missing one names no path).</summary>
+    private static bool Answers(string socketPath)
+    {
+        using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        try
+        {
+            probe.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(socketPath));
+            return true;
+        }
+        catch (Exception ex) when (ex is System.Net.Sockets.SocketException or ArgumentException)
+        {
+            return false;
+        }
     }
 
     private static string? Token(ParseResult parse)
@@ -72,6 +94,8 @@ internal static class DaemonCommands
     {
         var message = ex.StatusCode switch
         {
+            StatusCode.Unavailable when ex.Status.Detail.Contains("Error connecting", StringComparison.OrdinalIgnoreCase) || ex.Status.Detail.Contains("Error starting gRPC call", StringComparison.OrdinalIgnoreCase)
+                => $"no daemon is answering at the --host address; start one with `corral serve` (and --listen for TCP): {ex.Status.Detail.ReplaceLineEndings(" ")}",
             StatusCode.Unavailable => $"cannot reach the daemon: {ex.Status.Detail} (is `corral serve` running? see --host)",
             StatusCode.Unauthenticated => $"the daemon refused the call: {ex.Status.Detail}",
             _ => ex.Status.Detail,
@@ -144,11 +168,39 @@ internal static class DaemonCommands
         {
             using var client = Connect(parse);
             var exit = await client.WaitAsync(parse.GetValue(id)!, ct).ConfigureAwait(false);
-            Console.WriteLine(Json.Format(exit));
+
+            // The same record, in the same shape, as `corral run --result-file` writes.
+            Console.WriteLine(FromProto(exit).ToJson());
             return exit.ExitCode;
         });
         return command;
     }
+
+    /// <summary>The daemon's exit record as the library's <see cref="Corral.Supervision.ExitRecord"/>, for its one JSON shape.</summary>
+    internal static Corral.Supervision.ExitRecord FromProto(ExitRecord exit) => new()
+    {
+        Id = exit.Id,
+        Runtime = exit.Runtime,
+        Command = [.. exit.Command],
+        ExitCode = exit.ExitCode,
+        Signal = exit.HasSignal ? exit.Signal : null,
+        Pid = exit.HasPid ? exit.Pid : null,
+        StartedAt = exit.StartedAt?.ToDateTimeOffset() ?? default,
+        ExitedAt = exit.ExitedAt?.ToDateTimeOffset() ?? default,
+        DurationMs = exit.DurationMs,
+        TimedOut = exit.TimedOut,
+        OomKilled = exit.OomKilled,
+        OomReason = exit.HasOomReason ? exit.OomReason : null,
+        OomKills = exit.OomKills,
+        OomLikely = exit.OomLikely,
+        OomStrategy = exit.HasOomStrategy ? exit.OomStrategy : null,
+        OomEvents = [.. exit.OomEvents.Select(e => new Corral.Supervision.OomEventRecord(e.Kind, e.At?.ToDateTimeOffset() ?? default, e.OomKills, e.Detail))],
+        MemoryLimitBytes = exit.HasMemoryLimitBytes ? exit.MemoryLimitBytes : null,
+        PeakMemoryBytes = exit.HasPeakMemoryBytes ? exit.PeakMemoryBytes : null,
+        CpuUsageNs = exit.HasCpuUsageNs ? exit.CpuUsageNs : null,
+        StdoutTail = exit.StdoutTail,
+        StderrTail = exit.StderrTail,
+    };
 
     private static Command Remove()
     {

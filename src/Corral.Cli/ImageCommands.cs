@@ -17,13 +17,31 @@ internal static class ImageCommands
 
     public static readonly Option<string> AuthFile = new("--auth-file") { Description = "docker-style config.json with registry credentials (auths)" };
 
+    public static readonly Option<string> MaxLayerSize = new("--max-layer-size") { Description = $"Most a layer may unpack to (default 8Gi, or ${UnpackLimits.LayerVariable}; also at most ${UnpackLimits.RatioVariable} = 50 times its compressed size, 256Mi at least)" };
+
+    public static readonly Option<string> MaxImageSize = new("--max-image-size") { Description = $"Most an image's layers together may unpack to (default 32Gi, or ${UnpackLimits.ImageVariable})" };
+
+    /// <summary>Applies --max-layer-size and --max-image-size to the context's image store.</summary>
+    public static void ApplyLimits(CorralContext ctx, ParseResult parse)
+    {
+        ArgumentNullException.ThrowIfNull(ctx);
+        ArgumentNullException.ThrowIfNull(parse);
+        var layer = parse.GetValue(MaxLayerSize);
+        var image = parse.GetValue(MaxImageSize);
+        if (layer is not null || image is not null)
+        {
+            ctx.Limits = UnpackLimits.From(layer, image);
+        }
+    }
+
     public static Command Pull()
     {
         var reference = new Argument<string>("REF") { Description = "Image reference: [registry/]name[:tag][@sha256:...]" };
-        var command = new Command("pull", "Pull an image from a registry into the image store") { reference, InsecureRegistry, AuthFile };
+        var command = new Command("pull", "Pull an image from a registry into the image store") { reference, InsecureRegistry, AuthFile, MaxLayerSize, MaxImageSize };
         command.SetAction(async (parse, ct) =>
         {
             var ctx = CorralCli.Context(parse);
+            ApplyLimits(ctx, parse);
             var image = await PullAsync(ctx, parse, ImageReference.Parse(parse.GetValue(reference)!), ct).ConfigureAwait(false);
             Console.WriteLine($"{image.Ref} {image.ManifestDigest}");
             return 0;
@@ -94,10 +112,11 @@ internal static class ImageCommands
     {
         var path = new Argument<string>("PATH") { Description = "OCI image layout directory, or a tar of one, or a `docker save` archive" };
         var tag = new Option<string>("--tag", "-t") { Description = "Reference to store the image under (default: from the archive)" };
-        var command = new Command("import", "Import an OCI image layout or a docker-save archive into the image store") { path, tag };
+        var command = new Command("import", "Import an OCI image layout or a docker-save archive into the image store") { path, tag, MaxLayerSize, MaxImageSize };
         command.SetAction(async (parse, ct) =>
         {
             var ctx = CorralCli.Context(parse);
+            ApplyLimits(ctx, parse);
             var refs = await new ImageImporter(ctx.Images()).ImportAsync(parse.GetValue(path)!, parse.GetValue(tag), ct).ConfigureAwait(false);
             foreach (var name in refs)
             {

@@ -14,7 +14,7 @@ internal static class RunCommand
 {
     public static Command Create()
     {
-        var runtime = new Option<string>("--runtime") { Description = "gvisor (default: for untrusted code) or runc", DefaultValueFactory = _ => "gvisor" };
+        var runtime = new Option<string>("--runtime") { Description = "gvisor (default: for untrusted code), runc or crun", DefaultValueFactory = _ => "gvisor" };
         var rootfs = new Option<string>("--rootfs") { Description = "Root filesystem directory (default: the default image)" };
         var env = new Option<string[]>("--env", "-e") { Description = "Environment variable K=V (repeatable)", AllowMultipleArgumentsPerToken = false };
         var workdir = new Option<string>("--workdir", "-w") { Description = "Working directory inside the container" };
@@ -26,6 +26,7 @@ internal static class RunCommand
         var cpus = new Option<string>("--cpus") { Description = "CPU limit in cores, fractional allowed (e.g. 0.5)" };
         var pids = new Option<string>("--pids") { Description = "Maximum number of processes" };
         var allowance = new Option<string>("--gvisor-memory-allowance") { Description = "Memory added to --memory for gVisor's own sandbox processes (default 24Mi)" };
+        var pidsAllowance = new Option<string>("--gvisor-pids-allowance") { Description = "Tasks added to --pids for gVisor's own sandbox threads (default 64)" };
         var image = new Option<string>("--image") { Description = "Run from this image (pulled when missing): its layers as an overlay, its Entrypoint/Cmd/Env/WorkingDir as defaults" };
         var pull = new Option<string>("--pull") { Description = "missing (default): pull the image when the store lacks it; always; never", DefaultValueFactory = _ => "missing" };
         var gpu = new Option<bool>("--gpu") { Description = "Give the container the host's NVIDIA GPUs (gVisor: nvproxy)" };
@@ -35,7 +36,7 @@ internal static class RunCommand
         var command = new Argument<string[]>("CMD") { Description = "Command and arguments, after --", Arity = ArgumentArity.ZeroOrMore };
         var run = new Command("run", "Run a command in a new container and exit with its exit code")
         {
-            runtime, rootfs, image, pull, ImageCommands.InsecureRegistry, ImageCommands.AuthFile, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, gpu, detach, labels, idle, command,
+            runtime, rootfs, image, pull, ImageCommands.InsecureRegistry, ImageCommands.AuthFile, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, pidsAllowance, gpu, detach, labels, idle, command,
         };
 
         run.SetAction(async (parse, _) =>
@@ -43,7 +44,7 @@ internal static class RunCommand
             var ctx = CorralCli.Context(parse);
             if (!ContainerRuntimes.TryParse(parse.GetValue(runtime), out var kind))
             {
-                throw new CorralException($"invalid --runtime '{parse.GetValue(runtime)}': use gvisor or runc");
+                throw new CorralException($"invalid --runtime '{parse.GetValue(runtime)}': use gvisor, runc or crun");
             }
 
             var id = parse.GetValue(name);
@@ -52,11 +53,8 @@ internal static class RunCommand
                 ContainerId.Validate(id);
             }
 
-            var resultPath = parse.GetValue(resultFile);
-            if (resultPath is not null && !Directory.Exists(Path.GetDirectoryName(Path.GetFullPath(resultPath))))
-            {
-                throw new CorralException($"invalid --result-file '{resultPath}': its directory does not exist");
-            }
+            // Checked before anything runs: a bad path must never cost the container's exit code.
+            var resultPath = parse.GetValue(resultFile) is { } rf ? ResultFile.Resolve(rf) : null;
 
             var limits = new ResourceLimits(
                 parse.GetValue(memory) is { } m ? ParseMemory(m) : null,
@@ -76,7 +74,7 @@ internal static class RunCommand
             };
             if (parse.GetValue(detach))
             {
-                return await RunDetachedAsync(parse, request, parse.GetValue(rootfs), parse.GetValue(image), parse.GetValue(labels) ?? [], parse.GetValue(idle), resultPath is not null || parse.GetValue(startTimeout) is not null || parse.GetValue(allowance) is not null).ConfigureAwait(false);
+                return await RunDetachedAsync(parse, request, parse.GetValue(rootfs), parse.GetValue(image), parse.GetValue(labels) ?? [], parse.GetValue(idle), resultPath is not null || parse.GetValue(startTimeout) is not null || parse.GetValue(allowance) is not null || parse.GetValue(pidsAllowance) is not null).ConfigureAwait(false);
             }
 
             if (parse.GetValue(idle))
@@ -136,11 +134,26 @@ internal static class RunCommand
                 options.GvisorMemoryAllowanceBytes = extra == "0" ? 0 : ParseMemory(extra);
             }
 
+            if (parse.GetValue(pidsAllowance) is { } extraPids)
+            {
+                options.GvisorPidsAllowance = extraPids == "0" ? 0 : ParsePids(extraPids);
+            }
+
             var supervisor = ctx.CreateSupervisor(options);
             using var stop = new CancellationTokenSource();
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Forward);
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Forward);
             var record = await supervisor.RunAsync(request, new ContainerIo(Console.OpenStandardOutput(), Console.OpenStandardError()), new ResultWriter(resultPath), stop.Token).ConfigureAwait(false);
+            if (record.PidsLimitHit)
+            {
+                await Console.Error.WriteLineAsync($"corral: warning: the container hit its pids limit ({record.PidsLimit}): a fork or clone failed").ConfigureAwait(false);
+            }
+
+            if (record.OutputDroppedBytes > 0)
+            {
+                await Console.Error.WriteLineAsync($"corral: warning: {record.OutputDroppedBytes} bytes of output could not be written and were dropped").ConfigureAwait(false);
+            }
+
             return record.ExitCode;
 
             void Forward(PosixSignalContext context)
@@ -161,7 +174,7 @@ internal static class RunCommand
     {
         if (localOnlyOptions || request.Gpu)
         {
-            throw new CorralException("--result-file, --start-timeout, --gvisor-memory-allowance and --gpu are not available with -d yet: use `corral wait ID` for the exit record");
+            throw new CorralException("--result-file, --start-timeout, --gvisor-memory-allowance, --gvisor-pids-allowance and --gpu are not available with -d yet: use `corral wait ID` for the exit record");
         }
 
         if (image is not null && rootfs is not null)
@@ -207,7 +220,12 @@ internal static class RunCommand
         var create = new Protocol.V1.CreateRequest
         {
             Rootfs = request.Rootfs,
-            Runtime = request.Runtime == RuntimeKind.Runc ? Protocol.V1.Runtime.Runc : Protocol.V1.Runtime.Gvisor,
+            Runtime = request.Runtime switch
+            {
+                RuntimeKind.Runc => Protocol.V1.Runtime.Runc,
+                RuntimeKind.Crun => Protocol.V1.Runtime.Crun,
+                _ => Protocol.V1.Runtime.Gvisor,
+            },
             Workdir = request.Workdir ?? string.Empty,
             Name = request.Id ?? string.Empty,
             Cpus = request.Limits.Cpus ?? 0,
@@ -251,7 +269,7 @@ internal static class RunCommand
 
     private static double ParseCpus(string text)
     {
-        if (!double.TryParse(text, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var cpus) || cpus <= 0)
+        if (!double.TryParse(text, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var cpus) || cpus <= 0 || double.IsInfinity(cpus))
         {
             throw new CorralException($"invalid --cpus '{text}': expected a positive number of cores, e.g. 0.5 or 2");
         }
@@ -261,9 +279,9 @@ internal static class RunCommand
 
     private static long ParsePids(string text)
     {
-        if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var pids) || pids < 1)
+        if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var pids) || pids < 1 || pids > InputRules.MaxPids)
         {
-            throw new CorralException($"invalid --pids '{text}': expected a whole number of at least 1");
+            throw CorralException.Invalid($"invalid --pids '{text}': expected a whole number between 1 and {InputRules.MaxPids}");
         }
 
         return pids;
@@ -274,13 +292,15 @@ internal static class RunCommand
         var eq = text.IndexOf('=', StringComparison.Ordinal);
         if (eq <= 0)
         {
-            throw new CorralException($"invalid --env '{text}': expected KEY=VALUE");
+            throw CorralException.Invalid($"invalid --env '{text}': expected KEY=VALUE");
         }
 
+        InputRules.EnvName(text[..eq]);
+        InputRules.NoNul($"value of --env {text[..eq]}", text[(eq + 1)..]);
         return new(text[..eq], text[(eq + 1)..]);
     }
 
-    /// <summary>Writes the exit record atomically the moment it exists, before cleanup.</summary>
+    /// <summary>Writes the exit record atomically the moment it exists, before cleanup; a failure is one line, never the exit code.</summary>
     private sealed class ResultWriter(string? path) : IContainerObserver
     {
         public void OnExited(ExitRecord record)
@@ -290,9 +310,14 @@ internal static class RunCommand
                 return;
             }
 
-            var temp = path + ".tmp";
-            File.WriteAllText(temp, JsonSerializer.Serialize(record, SupervisionJsonContext.Default.ExitRecord));
-            File.Move(temp, path, overwrite: true);
+            try
+            {
+                ResultFile.Write(path, record);
+            }
+            catch (Exception ex) when (ex is CorralException or IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"corral: cannot write --result-file {path}: {ex.Message.ReplaceLineEndings(" ")}");
+            }
         }
     }
 }

@@ -36,14 +36,20 @@ internal static class ShimCommand
             {
                 RuncPath = spec.RuncPath,
                 RunscPath = spec.RunscPath,
+                CrunPath = spec.CrunPath,
                 RuncRoot = spec.RuncRoot,
                 RunscRoot = spec.RunscRoot,
+                CrunRoot = spec.CrunRoot,
                 RunscPlatform = spec.RunscPlatform,
-            });
+            })
+            {
+                LogFormat = spec.LogFormat == "json" ? Corral.Logging.LogFormat.Json : Corral.Logging.LogFormat.Text,
+            };
             var supervisor = ctx.CreateSupervisor(new SupervisorOptions
             {
                 StateDir = spec.SupervisorStateDir,
                 CancelGrace = TimeSpan.FromSeconds(spec.CancelGraceSeconds),
+                StartTimeout = TimeSpan.FromSeconds(spec.StartTimeoutSeconds),
             });
 
             // SIGTERM or SIGINT: stop the container (SIGTERM, SIGKILL after the grace) and report how it ended.

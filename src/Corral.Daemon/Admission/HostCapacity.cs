@@ -39,9 +39,9 @@ public sealed record HostCapacity(double Cpus, long MemoryBytes)
                 return kib * 1024;
             }
 
-            throw new CorralException($"cannot read the host's memory: unexpected MemTotal line '{line.Trim()}' in {MeminfoPath}");
+            throw CorralException.Host($"cannot read the host's memory: unexpected MemTotal line '{line.Trim()}' in {MeminfoPath}");
         }
 
-        throw new CorralException($"cannot read the host's memory: no MemTotal in {MeminfoPath}; give --capacity-memory");
+        throw CorralException.Host($"cannot read the host's memory: no MemTotal in {MeminfoPath}; give --capacity-memory");
     }
 }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Corral.Common;
+using Corral.Daemon.Metrics;
 using Corral.Daemon.Sandboxes;
 using Corral.Supervision;
 
@@ -17,25 +18,31 @@ public readonly record struct Reservations(int Sandboxes, double Cpus, long Memo
 /// a cpus or memory limit reserves none of it (nothing is known to reserve, and the kernel does not
 /// hold it to anything), so capacity is a promise only to sandboxes that state their needs.
 /// </summary>
-public sealed class SandboxAdmission(SandboxRegistry registry, HostCapacity capacity)
+public sealed class SandboxAdmission(SandboxRegistry registry, HostCapacity capacity, DaemonMetrics? metrics = null)
 {
     // Check and create are one step: two creates that each fit alone cannot both pass the check.
     private readonly Lock _gate = new();
 
     public HostCapacity Capacity { get; } = capacity;
 
-    public Sandbox Create(ContainerRequest request, IReadOnlyDictionary<string, string> labels)
+    public async Task<Sandbox> CreateAsync(ContainerRequest request, IReadOnlyDictionary<string, string> labels)
     {
         ArgumentNullException.ThrowIfNull(request);
+        Sandbox sandbox;
         lock (_gate)
         {
             if (Check(Capacity, Reserved(), request.Limits.Cpus ?? 0, request.Limits.MemoryBytes ?? 0) is { } refusal)
             {
+                metrics?.AdmissionRefused();
                 throw new AdmissionRefusedException(refusal);
             }
 
-            return registry.Create(request, labels);
+            // Registered (and so reserving its limits) before the lock goes; nothing slow under it.
+            sandbox = registry.Create(request, labels);
         }
+
+        // An image sandbox's shim checks its command in the image: up to seconds, and other creates go on meanwhile.
+        return await registry.CompleteCreateAsync(sandbox, request.ImageLayers is not null).ConfigureAwait(false);
     }
 
     /// <summary>What sandboxes that have not ended reserve; ended ones have released everything they held.</summary>

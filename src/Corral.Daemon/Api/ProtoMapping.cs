@@ -25,8 +25,20 @@ internal static class ProtoMapping
             OomLikely = exit.OomLikely,
             StdoutTail = exit.StdoutTail,
             StderrTail = exit.StderrTail,
+            PidsLimitHit = exit.PidsLimitHit,
+            OutputDroppedBytes = exit.OutputDroppedBytes,
         };
         message.Command.AddRange(exit.Command);
+        if (exit.PidsLimit is { } pidsLimit)
+        {
+            message.PidsLimit = pidsLimit;
+        }
+
+        if (exit.ExitNote is { } note)
+        {
+            message.ExitNote = note;
+        }
+
         if (exit.Signal is { } signal)
         {
             message.Signal = signal;
@@ -68,6 +80,8 @@ internal static class ProtoMapping
             At = Timestamp.FromDateTimeOffset(e.At),
             OomKills = e.OomKills,
             Detail = e.Detail,
+            VictimPid = e.VictimPid ?? 0,
+            VictimProcess = e.VictimProcess ?? string.Empty,
         }));
         return message;
     }
@@ -176,6 +190,7 @@ internal static class ProtoMapping
             StartedAt = Timestamp.FromDateTimeOffset(result.StartedAt),
             ExitedAt = Timestamp.FromDateTimeOffset(result.ExitedAt),
             DurationMs = result.DurationMs,
+            SandboxEnded = result.SandboxEnded,
         };
         if (result.Signal is { } signal)
         {

@@ -40,7 +40,7 @@ internal sealed class SandboxesService(
     {
         if (request.Idle && request.Command.Count > 0)
         {
-            throw new CorralException("idle and a command given: an idle sandbox runs its own PID 1, choose one");
+            throw CorralException.Invalid("idle and a command given: an idle sandbox runs its own PID 1, choose one");
         }
 
         var containerRequest = await images.ApplyAsync(ToRequest(request), request.Image, context.CancellationToken).ConfigureAwait(false);
@@ -49,7 +49,7 @@ internal sealed class SandboxesService(
             containerRequest = containerRequest with { Command = IdleCommand };
         }
 
-        var sandbox = admission.Create(containerRequest, request.Labels.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
+        var sandbox = await admission.CreateAsync(containerRequest, request.Labels.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
         return new Proto.CreateResponse { Id = sandbox.Id };
     });
 
@@ -65,11 +65,7 @@ internal sealed class SandboxesService(
     public override Task<Proto.KillResponse> Kill(Proto.KillRequest request, ServerCallContext context) => Guard(async () =>
     {
         var signal = ParseSignal(request.Signal, Signals.SIGTERM);
-        var grace = request.Grace?.ToTimeSpan() ?? DefaultGrace;
-        if (grace < TimeSpan.Zero)
-        {
-            throw new CorralException("invalid grace: must not be negative");
-        }
+        var grace = request.Grace is null ? DefaultGrace : InputRules.Duration("grace", ToTimeSpan("grace", request.Grace), zeroAllowed: true);
 
         await registry.KillAsync(request.Id, signal, grace, context.CancellationToken).ConfigureAwait(false);
         return new Proto.KillResponse();
@@ -84,7 +80,7 @@ internal sealed class SandboxesService(
             {
                 await registry.KillAsync(request.Id, Signals.SIGKILL, TimeSpan.Zero, context.CancellationToken).ConfigureAwait(false);
             }
-            catch (SandboxException ex) when (ex.Kind == SandboxErrorKind.FailedPrecondition)
+            catch (CorralException ex) when (ex.Kind == ErrorKind.FailedPrecondition)
             {
                 // It ended meanwhile.
             }
@@ -136,7 +132,7 @@ internal sealed class SandboxesService(
         }
         catch (FileNotFoundException)
         {
-            throw new SandboxException(SandboxErrorKind.NotFound, $"no such sandbox: {request.Id}");
+            throw CorralException.NotFound($"no such sandbox: {request.Id}");
         }
 
         return true;
@@ -158,7 +154,7 @@ internal sealed class SandboxesService(
         var callEnded = context.CancellationToken;
         if (!await requestStream.MoveNext(callEnded).ConfigureAwait(false) || requestStream.Current.MessageCase != Proto.ExecRequest.MessageOneofCase.Start)
         {
-            throw new CorralException("the first Exec message must be ExecStart (sandbox_id, command)");
+            throw CorralException.Invalid("the first Exec message must be ExecStart (sandbox_id, command)");
         }
 
         var start = requestStream.Current.Start;
@@ -171,24 +167,51 @@ internal sealed class SandboxesService(
         var exec = await execs.StartAsync(ToExecRequest(start), io, callEnded).ConfigureAwait(false);
 
         await responseStream.WriteAsync(new Proto.ExecResponse { Started = new Proto.ExecStarted { ExecId = exec.ExecId, Pid = exec.Pid ?? 0 } }, callEnded).ConfigureAwait(false);
-        _ = ForwardStdinAsync(requestStream, stdin.Writer, callEnded);
+
+        // No reader or writer may touch this call's streams once the handler returns: Kestrel reuses
+        // an HTTP/2 stream's objects, so a read left pending lands on a later, unrelated call
+        // ("Reading is already in progress"). Both tasks end with the handler, and are awaited.
+        using var handlerEnded = CancellationTokenSource.CreateLinkedTokenSource(callEnded);
+        var forwarder = ForwardStdinAsync(requestStream, stdin.Writer, handlerEnded.Token);
         var writer = Task.Run(
             async () =>
             {
-                await foreach (var message in output.Reader.ReadAllAsync(callEnded).ConfigureAwait(false))
+                await foreach (var message in output.Reader.ReadAllAsync(handlerEnded.Token).ConfigureAwait(false))
                 {
-                    await responseStream.WriteAsync(message, callEnded).ConfigureAwait(false);
+                    await responseStream.WriteAsync(message, handlerEnded.Token).ConfigureAwait(false);
                 }
             },
-            callEnded);
-
-        // Ends after the output was drained (bounded grace): the exit is the last message.
-        var result = await exec.Completion.ConfigureAwait(false);
-        output.Writer.TryComplete();
-        await writer.ConfigureAwait(false);
-        await responseStream.WriteAsync(new Proto.ExecResponse { Exit = result.ToProto() }, callEnded).ConfigureAwait(false);
-        return true;
+            CancellationToken.None);
+        try
+        {
+            // Ends after the output was drained (bounded grace): the exit is the last message.
+            var result = await exec.Completion.ConfigureAwait(false);
+            output.Writer.TryComplete();
+            await writer.ConfigureAwait(false);
+            await responseStream.WriteAsync(new Proto.ExecResponse { Exit = result.ToProto() }, callEnded).ConfigureAwait(false);
+            return true;
+        }
+        finally
+        {
+            output.Writer.TryComplete();
+            await handlerEnded.CancelAsync().ConfigureAwait(false);
+            await EndQuietlyAsync(writer).ConfigureAwait(false);
+            await EndQuietlyAsync(forwarder).ConfigureAwait(false);
+        }
     });
+
+    /// <summary>Awaits a task that serves a call's streams, which may end by the call's cancellation.</summary>
+    private static async Task EndQuietlyAsync(Task task)
+    {
+        try
+        {
+            await task.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException or RpcException or ChannelClosedException)
+        {
+            // The call ended: what it was doing ends with it.
+        }
+    }
 
     public override Task<Proto.ListExecsResponse> ListExecs(Proto.ListExecsRequest request, ServerCallContext context) => Guard(() =>
     {
@@ -239,6 +262,7 @@ internal sealed class SandboxesService(
 
     private static ExecRequest ToExecRequest(Proto.ExecStart start)
     {
+        InputRules.Process(start.Command, start.Env, string.IsNullOrEmpty(start.Workdir) ? null : start.Workdir);
         return new ExecRequest
         {
             ContainerId = start.SandboxId,
@@ -251,23 +275,44 @@ internal sealed class SandboxesService(
 
     private static ContainerRequest ToRequest(Proto.CreateRequest request)
     {
+        // Text first: a NUL or control character never reaches a path call or the shim.
+        InputRules.Process(request.Command, request.Env, string.IsNullOrEmpty(request.Workdir) ? null : request.Workdir);
+        InputRules.NoControl("rootfs", request.Rootfs);
+        InputRules.NoControl("image", request.Image);
+        if (request.Name.Length > 0)
+        {
+            ContainerId.Validate(request.Name);
+        }
+
+        foreach (var (key, value) in request.Labels)
+        {
+            InputRules.NoControl("label", key);
+            InputRules.NoNul($"value of label {key}", value);
+        }
+
+        if (request.Pids > InputRules.MaxPids || request.MemoryBytes > InputRules.MaxBytes || double.IsInfinity(request.Cpus))
+        {
+            throw CorralException.Invalid($"invalid limits: memory_bytes {request.MemoryBytes}, cpus {request.Cpus}, pids {request.Pids} (pids at most {InputRules.MaxPids}, memory at most 4 EiB)");
+        }
+
         // Empty: an image, or the default image (SandboxImages decides).
         if (request.Rootfs.Length > 0 && (string.IsNullOrWhiteSpace(request.Rootfs) || !Path.IsPathRooted(request.Rootfs)))
         {
-            throw new CorralException($"invalid rootfs '{request.Rootfs}': an absolute path on the daemon's host is needed");
+            throw CorralException.Invalid($"invalid rootfs '{request.Rootfs}': an absolute path on the daemon's host is needed");
         }
 
         if (request.MemoryBytes < 0 || request.Pids < 0 || request.Cpus < 0 || double.IsNaN(request.Cpus))
         {
-            throw new CorralException($"invalid limits: memory_bytes {request.MemoryBytes}, cpus {request.Cpus}, pids {request.Pids} (0 means no limit; none may be negative)");
+            throw CorralException.Invalid($"invalid limits: memory_bytes {request.MemoryBytes}, cpus {request.Cpus}, pids {request.Pids} (0 means no limit; none may be negative)");
         }
 
         var timeout = PositiveTimeout(request.Timeout);
         var runtime = request.Runtime switch
         {
             Proto.Runtime.Runc => RuntimeKind.Runc,
+            Proto.Runtime.Crun => RuntimeKind.Crun,
             Proto.Runtime.Gvisor or Proto.Runtime.Unspecified => RuntimeKind.Gvisor,
-            _ => throw new CorralException($"invalid runtime {request.Runtime}"),
+            _ => throw CorralException.Invalid($"invalid runtime {request.Runtime}"),
         };
 
         return new ContainerRequest
@@ -290,12 +335,23 @@ internal sealed class SandboxesService(
     private static int ParseSignal(string text, int unset) =>
         string.IsNullOrEmpty(text) ? unset
         : Signals.TryParse(text, out var signal) ? signal
-        : throw new CorralException($"invalid signal '{text}': use a name (TERM, KILL, SIGINT) or a number");
+        : throw CorralException.Invalid($"invalid signal '{text}': use a name (TERM, KILL, SIGINT) or a number");
 
     private static TimeSpan? PositiveTimeout(Google.Protobuf.WellKnownTypes.Duration? duration) =>
-        duration?.ToTimeSpan() is not { } value ? null
-        : value > TimeSpan.Zero ? value
-        : throw new CorralException($"invalid timeout {value}: must be positive");
+        duration is null ? null : InputRules.Duration("timeout", ToTimeSpan("timeout", duration));
+
+    /// <summary>A wire duration as a TimeSpan; one out of protobuf's range (or with bad nanos) is bad input, not a crash.</summary>
+    private static TimeSpan ToTimeSpan(string what, Google.Protobuf.WellKnownTypes.Duration duration)
+    {
+        try
+        {
+            return duration.ToTimeSpan();
+        }
+        catch (InvalidOperationException)
+        {
+            throw CorralException.Invalid($"invalid {what} {{seconds: {duration.Seconds}, nanos: {duration.Nanos}}}: out of range");
+        }
+    }
 
     private static async Task<T> Guard<T>(Func<Task<T>> call)
     {
@@ -303,23 +359,14 @@ internal sealed class SandboxesService(
         {
             return await call().ConfigureAwait(false);
         }
-        catch (SandboxException ex)
-        {
-            throw new RpcException(new Status(
-                ex.Kind switch
-                {
-                    SandboxErrorKind.NotFound => StatusCode.NotFound,
-                    SandboxErrorKind.AlreadyExists => StatusCode.AlreadyExists,
-                    SandboxErrorKind.FailedPrecondition => StatusCode.FailedPrecondition,
-                    SandboxErrorKind.Unavailable => StatusCode.Unavailable,
-                    _ => StatusCode.Aborted,
-                },
-                ex.Message));
-        }
         catch (CorralException ex)
         {
-            // The CLI's exit code for it travels along (127: the command does not exist in the sandbox).
-            throw new RpcException(new Status(StatusCode.InvalidArgument, ex.Message), new Metadata { { ExitCodeTrailer, ex.ExitCode.ToString(System.Globalization.CultureInfo.InvariantCulture) } });
+            // A CLI exit code other than the default travels along (127: the command does not exist in
+            // the sandbox); otherwise the CLI derives it from the status (NOT_FOUND: 1, the rest 125).
+            var trailers = ex.ExitCode == CorralExitCodes.CorralError
+                ? Metadata.Empty
+                : new Metadata { { ExitCodeTrailer, ex.ExitCode.ToString(System.Globalization.CultureInfo.InvariantCulture) } };
+            throw new RpcException(new Status(ErrorMapping.ToStatusCode(ex.Kind), ex.Message), trailers);
         }
         catch (AdmissionRefusedException ex)
         {

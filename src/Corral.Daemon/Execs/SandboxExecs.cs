@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Corral.Common;
+using Corral.Daemon.Metrics;
 using Corral.Daemon.Sandboxes;
 using Corral.Supervision;
 
@@ -10,7 +11,7 @@ namespace Corral.Daemon.Execs;
 /// sandbox with how they ended. Execs are not adopted after a daemon restart: their output streams
 /// went to callers of the daemon that died.
 /// </summary>
-public sealed class SandboxExecs(SandboxRegistry registry, ContainerExecutor executor, TimeProvider time)
+public sealed class SandboxExecs(SandboxRegistry registry, ContainerExecutor executor, TimeProvider time, DaemonMetrics? metrics = null)
 {
     /// <summary>Ended execs kept per sandbox for ListExecs; the oldest go first.</summary>
     public const int EndedKept = 64;
@@ -25,14 +26,16 @@ public sealed class SandboxExecs(SandboxRegistry registry, ContainerExecutor exe
         ArgumentNullException.ThrowIfNull(request);
         var sandbox = await RunningSandboxAsync(request.ContainerId, cancellationToken).ConfigureAwait(false);
         ContainerExec exec;
+        var startedAt = time.GetTimestamp();
         try
         {
             exec = await executor.StartAsync(request, io, cancellationToken).ConfigureAwait(false);
+            metrics?.ExecStarted(sandbox.Record.Runtime, time.GetElapsedTime(startedAt));
         }
         catch (CorralException ex) when (ex.ExitCode == 1 || sandbox.HasEnded)
         {
             // The container ended between our look and the runtime's.
-            throw new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {sandbox.Id} is not running: {ex.Message}");
+            throw CorralException.Precondition($"sandbox {sandbox.Id} is not running: {ex.Message}");
         }
 
         var execs = _bySandbox.GetOrAdd(sandbox.Id, _ => new(StringComparer.Ordinal));
@@ -52,12 +55,12 @@ public sealed class SandboxExecs(SandboxRegistry registry, ContainerExecutor exe
         _ = registry.Get(sandboxId);
         if (!_bySandbox.TryGetValue(sandboxId, out var execs) || !execs.TryGetValue(execId, out var exec))
         {
-            throw new SandboxException(SandboxErrorKind.NotFound, $"no exec {execId} in sandbox {sandboxId}");
+            throw CorralException.NotFound($"no exec {execId} in sandbox {sandboxId}");
         }
 
         if (exec.Completion.IsCompleted || !await exec.SignalAsync(signal, cancellationToken).ConfigureAwait(false))
         {
-            throw new SandboxException(SandboxErrorKind.FailedPrecondition, $"exec {execId} in sandbox {sandboxId} has already ended");
+            throw CorralException.Precondition($"exec {execId} in sandbox {sandboxId} has already ended");
         }
     }
 
@@ -76,12 +79,12 @@ public sealed class SandboxExecs(SandboxRegistry registry, ContainerExecutor exe
 
         if (sandbox.HasEnded || sandbox.Completion.IsCompleted)
         {
-            throw new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {id} has ended; exec needs a running sandbox");
+            throw CorralException.Precondition($"sandbox {id} has ended; exec needs a running sandbox");
         }
 
         if (sandbox.Record.Pid is null)
         {
-            throw new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {id} did not start within {StartWait.TotalSeconds:0}s; exec needs a running sandbox");
+            throw CorralException.Precondition($"sandbox {id} did not start within {StartWait.TotalSeconds:0}s; exec needs a running sandbox");
         }
 
         return sandbox;

@@ -32,6 +32,12 @@ public sealed class DaemonOptions
 
     public LogLevel ShimLogLevel { get; set; } = LogLevel.Information;
 
+    /// <summary>A sandbox whose runtime has not started its workload by then fails (a gVisor boot on a loaded or emulated host can be slow).</summary>
+    public TimeSpan StartTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>The shims log as the daemon does: key=value lines or JSON lines.</summary>
+    public Corral.Logging.LogFormat ShimLogFormat { get; set; } = Corral.Logging.LogFormat.Text;
+
     public static string DefaultShimPath() =>
         Environment.GetEnvironmentVariable("CORRAL_SHIM") is { Length: > 0 } fromEnvironment
             ? fromEnvironment

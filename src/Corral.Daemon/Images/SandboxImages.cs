@@ -1,4 +1,5 @@
 using Corral.Common;
+using Corral.Daemon.Metrics;
 using Corral.Daemon.Sandboxes;
 using Corral.Images;
 using Corral.Supervision;
@@ -10,7 +11,7 @@ namespace Corral.Daemon.Images;
 /// host's store (its layers as an overlay the supervisor mounts in the bundle and unmounts when the
 /// sandbox ends), or, with neither, the host's default image, as `corral run` does.
 /// </summary>
-public sealed class SandboxImages(ImageStore store, DefaultImage defaultImage)
+public sealed class SandboxImages(ImageStore store, DefaultImage defaultImage, DaemonMetrics? metrics = null)
 {
     /// <summary>The request with its root filesystem settled; an image also gives its Entrypoint/Cmd/Env/WorkingDir as defaults.</summary>
     public async Task<ContainerRequest> ApplyAsync(ContainerRequest request, string? image, CancellationToken cancellationToken)
@@ -34,17 +35,19 @@ public sealed class SandboxImages(ImageStore store, DefaultImage defaultImage)
             throw new CorralException($"rootfs '{request.Rootfs}' and image '{image}' given: a sandbox has one root filesystem, choose one");
         }
 
+        var since = System.Diagnostics.Stopwatch.GetTimestamp();
         StoredImage stored;
         try
         {
-            stored = store.Find(image) ?? throw new SandboxException(SandboxErrorKind.NotFound, NotInStore(image));
+            stored = store.Find(image) ?? throw CorralException.NotFound(NotInStore(image));
         }
-        catch (CorralException ex)
+        catch (CorralException ex) when (ex.Kind is not ErrorKind.NotFound)
         {
-            throw new CorralException($"invalid image '{image}': {ex.Message}");
+            throw CorralException.Invalid($"invalid image '{image}': {ex.Message}");
         }
 
         var layers = await store.EnsureLayersAsync(stored, cancellationToken).ConfigureAwait(false);
+        metrics?.ImageLayersPrepared(System.Diagnostics.Stopwatch.GetElapsedTime(since));
         var config = stored.Config.Config;
         return request with
         {

@@ -52,4 +52,7 @@ internal static partial class DaemonLog
 
     [LoggerMessage(4015, LogLevel.Information, "admission capacity cpus={Cpus} memory_bytes={MemoryBytes}")]
     public static partial void Capacity(ILogger logger, double cpus, long memoryBytes);
+
+    [LoggerMessage(4016, LogLevel.Information, "daemon serving metrics url={Url} auth=none")]
+    public static partial void ListeningMetrics(ILogger logger, string url);
 }

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Corral.Common;
 using Corral.Daemon.Hosting;
 using Corral.Daemon.Logging;
+using Corral.Daemon.Metrics;
 using Corral.Runtimes;
 using Corral.Shim;
 using Corral.Supervision;
@@ -12,21 +13,6 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace Corral.Daemon.Sandboxes;
-
-public enum SandboxErrorKind
-{
-    NotFound,
-    AlreadyExists,
-    FailedPrecondition,
-    Unavailable,
-    Aborted,
-}
-
-/// <summary>A request the daemon refuses for a reason other than bad input.</summary>
-public sealed class SandboxException(SandboxErrorKind kind, string message) : Exception(message)
-{
-    public SandboxErrorKind Kind { get; } = kind;
-}
 
 /// <summary>
 /// The daemon's sandboxes. Each runs under its own shim process (`corral shim DIR`), which supervises
@@ -40,7 +26,8 @@ public sealed class SandboxRegistry(
     ContainerSupervisor supervisor,
     EventHub events,
     TimeProvider time,
-    ILogger<SandboxRegistry> logger) : IHostedLifecycleService, IDisposable
+    ILogger<SandboxRegistry> logger,
+    DaemonMetrics? metrics = null) : IHostedLifecycleService, IDisposable
 {
     /// <summary>How long a shim may take to take its lock after it was started.</summary>
     private static readonly TimeSpan ShimStartGrace = TimeSpan.FromSeconds(3);
@@ -51,17 +38,25 @@ public sealed class SandboxRegistry(
     private readonly DirectoryWatcher _watcher = new();
     private volatile bool _stopping;
 
+    // While an earlier daemon's sandboxes are found again: their ends were counted by that daemon.
+    private bool _recovering;
+
     private string SandboxesDir => Path.Combine(_options.StateDir, "sandboxes");
 
     public int Count => _sandboxes.Count;
 
     public bool IsStopping => _stopping;
 
+    /// <summary>
+    /// Registers the sandbox and starts its shim: quick, so that admission can hold its lock across it (the
+    /// sandbox reserves its limits from here on). <see cref="CompleteCreateAsync"/> then waits, outside any
+    /// lock, for what only the shim can check.
+    /// </summary>
     public Sandbox Create(ContainerRequest request, IReadOnlyDictionary<string, string> labels)
     {
         if (_stopping)
         {
-            throw new SandboxException(SandboxErrorKind.Unavailable, "the daemon is shutting down");
+            throw new CorralException(ErrorKind.Unavailable, "the daemon is shutting down");
         }
 
         var id = request.Id is { Length: > 0 } name ? ContainerId.Validate(name) : ContainerId.Generate();
@@ -88,15 +83,16 @@ public sealed class SandboxRegistry(
         var sandbox = new Sandbox(record, dir);
         if (!_sandboxes.TryAdd(id, sandbox))
         {
-            throw new SandboxException(SandboxErrorKind.AlreadyExists, $"a sandbox named '{id}' already exists; remove it first or choose another name");
+            throw CorralException.Conflict($"a sandbox named '{id}' already exists; remove it first or choose another name");
         }
 
         try
         {
             // Bad input is refused here, before anything is created.
             supervisor.Validate(request);
-            Directory.CreateDirectory(dir.Path);
-            File.WriteAllBytes(dir.LogFile, []);
+            PrivateFiles.CreateDirectory(SandboxesDir);
+            PrivateFiles.CreateOwnDirectory(dir.Path);
+            PrivateFiles.WriteAllBytes(dir.LogFile, []);
             WriteRecord(record);
             dir.WriteSpec(new ShimSpec
             {
@@ -104,62 +100,96 @@ public sealed class SandboxRegistry(
                 SupervisorStateDir = _options.SupervisorStateDir,
                 RuncPath = _options.Runtime.RuncPath,
                 RunscPath = _options.Runtime.RunscPath,
+                CrunPath = _options.Runtime.CrunPath,
                 RuncRoot = _options.Runtime.RuncRoot,
                 RunscRoot = _options.Runtime.RunscRoot,
+                CrunRoot = _options.Runtime.CrunRoot,
                 RunscPlatform = _options.Runtime.RunscPlatform,
                 CancelGraceSeconds = _options.ShutdownGrace.TotalSeconds,
+                StartTimeoutSeconds = _options.StartTimeout.TotalSeconds,
                 LogCapBytes = _options.LogCapBytes,
                 LogLevel = _options.ShimLogLevel.ToString(),
+                LogFormat = _options.ShimLogFormat == Corral.Logging.LogFormat.Json ? "json" : "text",
             });
             sandbox.Watch = _watcher.Watch(dir.Path, sandbox.Poke);
             sandbox.Shim = StartShim(dir);
         }
-        catch
+        catch (Exception ex)
         {
             sandbox.Watch?.Dispose();
             _sandboxes.TryRemove(id, out _);
             TryDeleteDir(dir.Path);
+            if (ex is IOException)
+            {
+                // A full or failing state dir: refused with the reason, nothing left to remove.
+                throw CorralException.Host($"cannot create sandbox {id} in {SandboxesDir}: {ex.Message}", ex);
+            }
+
             throw;
         }
 
-        if (request.ImageLayers is not null)
+        return sandbox;
+    }
+
+    /// <summary>
+    /// The rest of a create, after <see cref="Create"/>: for an image sandbox, waits for the shim's verdict on the
+    /// command and workdir (a refusal is answered and undone like any bad input); then the sandbox is announced
+    /// and watched. Not cancellable: a create that got this far completes either way.
+    /// </summary>
+    public async Task<Sandbox> CompleteCreateAsync(Sandbox sandbox, bool fromImage)
+    {
+        ArgumentNullException.ThrowIfNull(sandbox);
+        if (fromImage)
         {
             // What the image holds is known once its overlay is mounted: the shim checks the command
-            // and workdir there, and a request it refuses is answered (and undone) like any bad input.
-            AwaitImageChecks(sandbox);
+            // and workdir there.
+            await AwaitImageChecksAsync(sandbox).ConfigureAwait(false);
         }
 
-        _events.Publish(SandboxEventType.Created, id);
-        DaemonLog.SandboxCreated(logger, id, record.Runtime, sandbox.Shim.Id);
+        _events.Publish(SandboxEventType.Created, sandbox.Id);
+        metrics?.SandboxCreated(sandbox.Record.Runtime);
+        DaemonLog.SandboxCreated(logger, sandbox.Id, sandbox.Record.Runtime, sandbox.Shim!.Id);
         _ = MonitorAsync(sandbox);
         return sandbox;
     }
 
-    private void AwaitImageChecks(Sandbox sandbox)
+    private async Task AwaitImageChecksAsync(Sandbox sandbox)
     {
         var shim = sandbox.Shim!;
         var files = sandbox.Files;
         var deadline = time.GetTimestamp() + (long)(60 * time.TimestampFrequency);
         while (files.ReadStatus()?.Pid is null && !File.Exists(files.ExitFile) && !File.Exists(files.FailureFile) && !shim.HasExited && time.GetTimestamp() < deadline)
         {
-            sandbox.ChangedAsync(CancellationToken.None).Wait(TimeSpan.FromMilliseconds(20));
+            // Woken by the shim's files (inotify), with the sandbox's own short poll as the safety net.
+            await sandbox.ChangedAsync(CancellationToken.None).ConfigureAwait(false);
         }
 
         if (files.ReadFailure() is { BadInput: true } failure)
         {
-            shim.WaitForExit(TimeSpan.FromSeconds(10));
+            using (var exited = new CancellationTokenSource(TimeSpan.FromSeconds(10)))
+            {
+                try
+                {
+                    await shim.WaitForExitAsync(exited.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Removed below all the same; a shim that outlives its refusal is gc's.
+                }
+            }
+
             shim.Dispose();
             sandbox.Watch?.Dispose();
             _sandboxes.TryRemove(sandbox.Id, out _);
             TryDeleteDir(sandbox.Dir);
-            throw new CorralException(failure.Error);
+            throw CorralException.Invalid(failure.Error);
         }
     }
 
     public Sandbox Get(string id) =>
         _sandboxes.TryGetValue(id, out var sandbox)
             ? sandbox
-            : throw new SandboxException(SandboxErrorKind.NotFound, $"no such sandbox: {id}");
+            : throw CorralException.NotFound($"no such sandbox: {id}");
 
     public IReadOnlyList<Sandbox> List() => [.. _sandboxes.Values.OrderBy(s => s.Record.CreatedAt)];
 
@@ -172,7 +202,9 @@ public sealed class SandboxRegistry(
         }
         catch (CorralException ex)
         {
-            throw new SandboxException(SandboxErrorKind.Aborted, $"sandbox {id} did not run: {ex.Message}");
+            // Its own kind when it has one (a host fault stays one); otherwise the sandbox failed to run.
+            var kind = ex.Kind is ErrorKind.Unspecified or ErrorKind.InvalidArgument ? ErrorKind.RuntimeFailure : ex.Kind;
+            throw new CorralException(kind, $"sandbox {id} did not run: {ex.Message}", ex.ExitCode, ex);
         }
     }
 
@@ -181,7 +213,21 @@ public sealed class SandboxRegistry(
         var sandbox = Get(id);
         if (sandbox.HasEnded)
         {
-            throw new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {id} has already ended");
+            throw CorralException.Precondition($"sandbox {id} has already ended");
+        }
+
+        // Right after Create the runtime has no container to signal yet: wait (bounded) until it has,
+        // so the signal asked for is the one sent (a KILL stays a KILL, and the exit verdict knows it).
+        var since = time.GetTimestamp();
+        while (sandbox.Record.Pid is null && !sandbox.HasEnded && time.GetElapsedTime(since) < TimeSpan.FromSeconds(10))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            await sandbox.ChangedAsync(cancellationToken).WaitAsync(TimeSpan.FromMilliseconds(50), time, CancellationToken.None).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
+        }
+
+        if (sandbox.HasEnded)
+        {
+            return;
         }
 
         if (sandbox.Record.Pid is null)
@@ -209,7 +255,7 @@ public sealed class SandboxRegistry(
             // Under the gate: "removed" never comes before the sandbox's "exited".
             if (!sandbox.HasEnded)
             {
-                throw new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {id} is still running; kill it first (Kill), then remove it");
+                throw CorralException.Precondition($"sandbox {id} is still running; kill it first (Kill), then remove it");
             }
 
             if (!_sandboxes.TryRemove(new KeyValuePair<string, Sandbox>(id, sandbox)))
@@ -228,8 +274,11 @@ public sealed class SandboxRegistry(
     /// <summary>Finds every sandbox an earlier daemon left: adopts running ones, keeps ended ones' records.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        Directory.CreateDirectory(SandboxesDir);
+        // The daemon's own: 0700 even when an earlier daemon (or a umask) left it open.
+        PrivateFiles.CreateOwnDirectory(_options.StateDir);
+        PrivateFiles.CreateOwnDirectory(SandboxesDir);
         int adopted = 0, ended = 0, dropped = 0;
+        _recovering = true;
         foreach (var path in Directory.GetDirectories(SandboxesDir))
         {
             var dir = new ShimDirectory(path);
@@ -255,6 +304,7 @@ public sealed class SandboxRegistry(
             _ = MonitorAsync(sandbox);
         }
 
+        _recovering = false;
         DaemonLog.Recovered(logger, adopted, ended, dropped, SandboxesDir);
         return Task.CompletedTask;
     }
@@ -314,11 +364,11 @@ public sealed class SandboxRegistry(
         Process process;
         try
         {
-            process = Process.Start(info) ?? throw new CorralException($"could not start the shim {_options.ShimPath}");
+            process = Process.Start(info) ?? throw CorralException.Host($"could not start the shim {_options.ShimPath}");
         }
         catch (System.ComponentModel.Win32Exception ex)
         {
-            throw new SandboxException(SandboxErrorKind.Unavailable, $"cannot start the sandbox shim '{_options.ShimPath}': {ex.Message} (see corral serve --shim)");
+            throw CorralException.Host($"cannot start the sandbox shim '{_options.ShimPath}': {ex.Message} (see corral serve --shim)");
         }
 
         process.StandardInput.Close();
@@ -361,7 +411,7 @@ public sealed class SandboxRegistry(
         catch (Exception ex)
         {
             DaemonLog.MonitorFailed(logger, sandbox.Id, ex.Message);
-            sandbox.Fail(new CorralException($"the daemon lost track of the sandbox: {ex.Message}"));
+            sandbox.Fail(CorralException.Host($"the daemon lost track of the sandbox: {ex.Message}"));
         }
         finally
         {
@@ -375,7 +425,16 @@ public sealed class SandboxRegistry(
         DaemonLog.ShimLost(logger, sandbox.Id, why);
         if (ContainerRuntimes.TryParse(sandbox.Record.Runtime, out var kind))
         {
-            await supervisor.ReclaimAsync(sandbox.Id, kind).ConfigureAwait(false);
+            try
+            {
+                await supervisor.ReclaimAsync(sandbox.Id, kind).ConfigureAwait(false);
+            }
+            catch (CorralException ex)
+            {
+                // Said, not hidden: what is left shows in `corral ps` as orphaned and `corral gc` retries it.
+                sandbox.Files.WriteFailure($"the sandbox's supervision ended without an exit record ({why}); removing its container failed: {ex.Message}");
+                return;
+            }
         }
 
         sandbox.Files.WriteFailure($"the sandbox's supervision ended without an exit record ({why}); its container was stopped and removed");
@@ -407,12 +466,21 @@ public sealed class SandboxRegistry(
                 }
 
                 _events.Publish(SandboxEventType.Started, sandbox.Id, pid);
+                if (sandbox.Shim is not null)
+                {
+                    // Only sandboxes this daemon created: an adopted one's start was long ago.
+                    metrics?.SandboxStarted(sandbox.Record);
+                }
             }
 
             for (; sandbox.OomEventsPublished < status.OomEvents.Count; sandbox.OomEventsPublished++)
             {
                 var oom = status.OomEvents[sandbox.OomEventsPublished];
                 _events.Publish(SandboxEventType.Oom, sandbox.Id, sandbox.Record.Pid, $"{oom.Kind}: {oom.Detail}");
+                if (!_recovering)
+                {
+                    metrics?.OomSeen(sandbox.Record.Runtime, oom.At);
+                }
             }
         }
 
@@ -433,6 +501,11 @@ public sealed class SandboxRegistry(
                 sandbox.Complete(exit);
             }
 
+            if (!_recovering)
+            {
+                metrics?.SandboxExited(exit);
+            }
+
             DaemonLog.SandboxExited(logger, sandbox.Id, exit.ExitCode, exit.OomKilled);
             return true;
         }
@@ -444,6 +517,11 @@ public sealed class SandboxRegistry(
                 WriteRecord(sandbox.Update(r => r with { Status = SandboxStatus.Failed, Error = error }));
                 _events.Publish(SandboxEventType.Failed, sandbox.Id, detail: error);
                 sandbox.Fail(new CorralException(error));
+            }
+
+            if (!_recovering)
+            {
+                metrics?.SandboxFailed(sandbox.Record.Runtime);
             }
 
             DaemonLog.SandboxFailed(logger, sandbox.Id, error);
@@ -486,9 +564,7 @@ public sealed class SandboxRegistry(
         var path = Path.Combine(SandboxesDir, record.Id, "sandbox.json");
         try
         {
-            var temp = path + ".tmp";
-            File.WriteAllText(temp, JsonSerializer.Serialize(record, DaemonJsonContext.Default.SandboxRecord));
-            File.Move(temp, path, overwrite: true);
+            PrivateFiles.WriteAtomically(path, JsonSerializer.Serialize(record, DaemonJsonContext.Default.SandboxRecord));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -497,16 +573,14 @@ public sealed class SandboxRegistry(
         }
     }
 
-    private static void TryDeleteDir(string dir)
+    private void TryDeleteDir(string dir)
     {
         try
         {
-            if (Directory.Exists(dir))
-            {
-                Directory.Delete(dir, recursive: true);
-            }
+            // Never through a symlink planted in the state dir: only what the daemon created goes.
+            PrivateFiles.DeleteTree(_options.StateDir, dir);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CorralException)
         {
             // Best effort; a record without its files is dropped at the next start.
         }

@@ -1,4 +1,5 @@
 using Corral.Cgroups;
+using Corral.Common;
 using Corral.Daemon.Sandboxes;
 using Corral.Supervision;
 
@@ -27,8 +28,8 @@ public sealed class SandboxStatsReader(SandboxRegistry registry, ContainerSuperv
         {
             ThrowIfEnded(sandbox);
             throw sandbox.Record.Status == SandboxStatus.Created
-                ? new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {id} has no cgroup yet: it is still starting; ask again once it runs")
-                : new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {id} has no cgroup to read: it is ending, or the daemon's host has no usable cgroup hierarchy");
+                ? CorralException.Precondition($"sandbox {id} has no cgroup yet: it is still starting; ask again once it runs")
+                : CorralException.Precondition($"sandbox {id} has no cgroup to read: it is ending, or the daemon's host has no usable cgroup hierarchy");
         }
 
         return stats;
@@ -38,7 +39,7 @@ public sealed class SandboxStatsReader(SandboxRegistry registry, ContainerSuperv
     {
         if (sandbox.HasEnded || sandbox.Completion.IsCompleted)
         {
-            throw new SandboxException(SandboxErrorKind.FailedPrecondition, $"sandbox {sandbox.Id} has ended: its exit record (Wait, Inspect) has its peak memory and cpu time");
+            throw CorralException.Precondition($"sandbox {sandbox.Id} has ended: its exit record (Wait, Inspect) has its peak memory and cpu time");
         }
     }
 }

@@ -32,6 +32,9 @@ public sealed record CgroupStats
 
     /// <summary>Times the cgroup hit its memory limit (v1 memory.failcnt, v2 memory.events max).</summary>
     public long MemoryLimitHits { get; init; }
+
+    /// <summary>Forks refused because the cgroup hit its pids limit (pids.events max, v1 and v2).</summary>
+    public long PidsLimitHits { get; init; }
 }
 
 /// <summary>
@@ -80,11 +83,14 @@ public interface IContainerCgroup
     /// <summary>cgroup.procs files a launcher writes its pid to before exec'ing the runtime.</summary>
     IReadOnlyList<string> ProcsFiles { get; }
 
+    /// <summary>This cgroup's path from its hierarchy's root (<c>/corral/&lt;id&gt;</c>), as the kernel names it.</summary>
+    string HierarchyPath { get; }
+
     /// <summary>
     /// cgroupsPath for runc's spec: a child of this cgroup that runc creates and removes itself,
     /// so that the counters here survive runc's cleanup.
     /// </summary>
-    string RuntimeCgroupsPath { get; }
+    string RuntimeCgroupsPath => HierarchyPath + "/ctr";
 
     /// <summary>Directory holding the memory controller files (memory.events or memory.oom_control).</summary>
     string MemoryDirectory { get; }

@@ -53,7 +53,7 @@ internal static class CgroupTree
         AddProcesses(fs, dir, pids);
         if (pids.Count > 0)
         {
-            throw new CorralException($"cgroup {dir} already exists and holds {pids.Count} process(es)");
+            throw CorralException.Host($"cgroup {dir} already exists and holds {pids.Count} process(es)");
         }
 
         return true;
@@ -159,7 +159,7 @@ internal static class CgroupTree
     {
         if (failures.Count > 0)
         {
-            throw new CorralException($"could not remove cgroup of container {containerId}: {string.Join("; ", failures)}");
+            throw CorralException.Host($"could not remove cgroup of container {containerId}: {string.Join("; ", failures)}");
         }
     }
 }

@@ -67,12 +67,12 @@ internal sealed class CgroupV1Driver(
         var paths = PathsFor(containerId);
         if (limits.Cpus is not null && paths.Cpu is null)
         {
-            throw new CorralException($"cannot limit cpus of container {containerId}: the cgroup v1 cpu controller is not mounted");
+            throw CorralException.Host($"cannot limit cpus of container {containerId}: the cgroup v1 cpu controller is not mounted");
         }
 
         if (limits.Pids is not null && paths.Pids is null)
         {
-            throw new CorralException($"cannot limit pids of container {containerId}: the cgroup v1 pids controller is not mounted");
+            throw CorralException.Host($"cannot limit pids of container {containerId}: the cgroup v1 pids controller is not mounted");
         }
 
         var created = new List<string>();
@@ -93,11 +93,11 @@ internal sealed class CgroupV1Driver(
 
             var message = OneLine($"cannot create cgroup for container {containerId}: {ex.Message}");
             logger.CgroupCreateFailed(containerId, message);
-            throw new CorralException(message, inner: ex);
+            throw CorralException.Host(message, ex);
         }
 
         logger.CgroupCreated(containerId, CgroupVersion.V1, limits.MemoryBytes, limits.Cpus, limits.Pids);
-        return new CgroupV1ContainerCgroup(containerId, limits, paths, RuntimePath(containerId), fs, _signaller, logger);
+        return new CgroupV1ContainerCgroup(containerId, limits, paths, CgroupPath(containerId), fs, _signaller, logger);
     }
 
     public IContainerCgroup? Open(string containerId)
@@ -121,7 +121,7 @@ internal sealed class CgroupV1Driver(
         long? pids = paths.Pids is not null && fs.FileExists(Path.Combine(paths.Pids, "pids.max"))
             ? CgroupFiles.ParseLimit(fs.ReadAllText(Path.Combine(paths.Pids, "pids.max")), paths.Pids)
             : null;
-        return new CgroupV1ContainerCgroup(containerId, new ResourceLimits(memory, cpus, pids), paths, RuntimePath(containerId), fs, _signaller, logger);
+        return new CgroupV1ContainerCgroup(containerId, new ResourceLimits(memory, cpus, pids), paths, CgroupPath(containerId), fs, _signaller, logger);
     }
 
     internal CgroupV1Paths PathsFor(string containerId)
@@ -133,7 +133,7 @@ internal sealed class CgroupV1Driver(
         };
     }
 
-    private string RuntimePath(string containerId) => $"/{parentName}/{containerId}/ctr";
+    private string CgroupPath(string containerId) => $"/{parentName}/{containerId}";
 
     private void ApplyLimits(CgroupV1Paths paths, ResourceLimits limits, bool reused)
     {
@@ -232,7 +232,7 @@ internal sealed class CgroupV1ContainerCgroup(
     string containerId,
     ResourceLimits limits,
     CgroupV1Paths paths,
-    string runtimeCgroupsPath,
+    string cgroupPath,
     ICgroupFileSystem fs,
     IProcessSignaller signaller,
     ILogger logger) : IContainerCgroup
@@ -245,7 +245,7 @@ internal sealed class CgroupV1ContainerCgroup(
 
     public IReadOnlyList<string> ProcsFiles { get; } = paths.Directories.Select(d => Path.Combine(d, "cgroup.procs")).ToList();
 
-    public string RuntimeCgroupsPath => runtimeCgroupsPath;
+    public string HierarchyPath => cgroupPath;
 
     public string MemoryDirectory => paths.Memory;
 
@@ -268,6 +268,9 @@ internal sealed class CgroupV1ContainerCgroup(
                 : null,
             OomKills = CgroupV1Driver.ReadOomKills(fs, mem),
             MemoryLimitHits = CgroupV1Driver.ReadLimitHits(fs, mem),
+            PidsLimitHits = paths.Pids is not null && fs.FileExists(Path.Combine(paths.Pids, "pids.events"))
+                ? CgroupFiles.ParseKeyed(fs.ReadAllText(Path.Combine(paths.Pids, "pids.events"))).GetValueOrDefault("max")
+                : 0,
         };
     }
 

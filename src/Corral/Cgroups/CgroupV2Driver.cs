@@ -63,11 +63,11 @@ internal sealed class CgroupV2Driver(
 
             var message = $"cannot create cgroup for container {containerId}: {ex.Message}".ReplaceLineEndings(" ");
             logger.CgroupCreateFailed(containerId, message);
-            throw new CorralException(message, inner: ex);
+            throw CorralException.Host(message, ex);
         }
 
         logger.CgroupCreated(containerId, CgroupVersion.V2, limits.MemoryBytes, limits.Cpus, limits.Pids);
-        return new CgroupV2ContainerCgroup(containerId, limits, dir, RuntimePath(containerId), fs, _signaller, logger);
+        return new CgroupV2ContainerCgroup(containerId, limits, dir, CgroupPath(containerId), fs, _signaller, logger);
     }
 
     public IContainerCgroup? Open(string containerId)
@@ -96,16 +96,16 @@ internal sealed class CgroupV2Driver(
 
         var pidsMax = Path.Combine(dir, "pids.max");
         long? pidsLimit = fs.FileExists(pidsMax) ? CgroupFiles.ParseLimit(fs.ReadAllText(pidsMax), pidsMax) : null;
-        return new CgroupV2ContainerCgroup(containerId, new ResourceLimits(memory, cpus, pidsLimit), dir, RuntimePath(containerId), fs, _signaller, logger);
+        return new CgroupV2ContainerCgroup(containerId, new ResourceLimits(memory, cpus, pidsLimit), dir, CgroupPath(containerId), fs, _signaller, logger);
     }
 
-    private string RuntimePath(string containerId) => $"/{parentName}/{containerId}/ctr";
+    private string CgroupPath(string containerId) => $"/{parentName}/{containerId}";
 
     private static void Require(List<string> controllers, string controller, bool needed, string containerId)
     {
         if (needed && !controllers.Contains(controller))
         {
-            throw new CorralException($"cannot limit container {containerId}: the cgroup v2 {controller} controller is not available");
+            throw CorralException.Host($"cannot limit container {containerId}: the cgroup v2 {controller} controller is not available");
         }
     }
 
@@ -177,7 +177,7 @@ internal sealed class CgroupV2ContainerCgroup(
     string containerId,
     ResourceLimits limits,
     string dir,
-    string runtimeCgroupsPath,
+    string cgroupPath,
     ICgroupFileSystem fs,
     IProcessSignaller signaller,
     ILogger logger) : IContainerCgroup
@@ -190,7 +190,7 @@ internal sealed class CgroupV2ContainerCgroup(
 
     public IReadOnlyList<string> ProcsFiles { get; } = [Path.Combine(dir, CgroupV2Driver.RuntimeLeaf, "cgroup.procs")];
 
-    public string RuntimeCgroupsPath => runtimeCgroupsPath;
+    public string HierarchyPath => cgroupPath;
 
     public string MemoryDirectory => dir;
 
@@ -209,6 +209,9 @@ internal sealed class CgroupV2ContainerCgroup(
             PidsLimit = fs.FileExists(pidsMax) ? CgroupFiles.ParseLimit(fs.ReadAllText(pidsMax), pidsMax) : null,
             OomKills = events.GetValueOrDefault("oom_kill"),
             MemoryLimitHits = events.GetValueOrDefault("max"),
+            PidsLimitHits = fs.FileExists(Path.Combine(dir, "pids.events"))
+                ? CgroupFiles.ParseKeyed(fs.ReadAllText(Path.Combine(dir, "pids.events"))).GetValueOrDefault("max")
+                : 0,
         };
     }
 

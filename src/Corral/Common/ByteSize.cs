@@ -6,7 +6,7 @@ namespace Corral.Common;
 /// <summary>Parses sizes such as <c>64Mi</c>, <c>1Gi</c>, <c>512M</c>, <c>1.5G</c> or plain bytes.</summary>
 public static partial class ByteSize
 {
-    [GeneratedRegex(@"^(?<num>[0-9]+(\.[0-9]+)?)\s*(?<unit>|b|B|k|K|Ki|KiB|KB|kb|m|M|Mi|MiB|MB|mb|g|G|Gi|GiB|GB|gb|t|T|Ti|TiB|TB|tb)$")]
+    [GeneratedRegex(@"\A(?<num>[0-9]{1,20}(\.[0-9]{1,20})?)[ ]*(?<unit>|b|B|k|K|Ki|KiB|KB|kb|m|M|Mi|MiB|MB|mb|g|G|Gi|GiB|GB|gb|t|T|Ti|TiB|TB|tb)\z")]
     private static partial Regex Pattern();
 
     public static bool TryParse(string? text, out long bytes, out string error)
@@ -16,10 +16,11 @@ public static partial class ByteSize
         var match = Pattern().Match(text?.Trim() ?? string.Empty);
         if (!match.Success)
         {
-            error = $"invalid size '{text}': expected a positive number with an optional unit (e.g. 64Mi, 1Gi, 512M, 1048576)";
+            error = $"invalid size '{InputRules.Printable(text)}': expected a positive number with an optional unit (e.g. 64Mi, 1Gi, 512M, 1048576)";
             return false;
         }
 
+        // At most 20 digits each side: always within decimal's range (no overflow exception).
         var number = decimal.Parse(match.Groups["num"].Value, CultureInfo.InvariantCulture);
         var unit = match.Groups["unit"].Value;
         decimal multiplier = unit.ToUpperInvariant() switch
@@ -34,19 +35,31 @@ public static partial class ByteSize
             "T" or "TB" => 1000L * 1000 * 1000 * 1000,
             _ => 1024L * 1024 * 1024 * 1024,
         };
-        var value = number * multiplier;
-        if (value < 1 || value > long.MaxValue / 2)
+        if (number > InputRules.MaxBytes / multiplier)
         {
-            error = $"invalid size '{text}': must be at least 1 byte and at most 4 EiB";
+            error = $"invalid size '{InputRules.Printable(text)}': must be at least 1 byte and at most 4 EiB";
             return false;
         }
 
-        bytes = (long)decimal.Floor(value);
+        var value = number * multiplier;
+        if (value < 1)
+        {
+            error = $"invalid size '{InputRules.Printable(text)}': must be at least 1 byte and at most 4 EiB";
+            return false;
+        }
+
+        if (value != decimal.Floor(value))
+        {
+            error = $"invalid size '{InputRules.Printable(text)}': not a whole number of bytes (use a unit, e.g. 1.5Gi)";
+            return false;
+        }
+
+        bytes = (long)value;
         return true;
     }
 
     public static long Parse(string text) =>
-        TryParse(text, out var bytes, out var error) ? bytes : throw new CorralException(error);
+        TryParse(text, out var bytes, out var error) ? bytes : throw CorralException.Invalid(error);
 
     public static string Format(long bytes) => bytes switch
     {

@@ -8,7 +8,8 @@ public static partial class ContainerId
 {
     public const int MaxLength = 64;
 
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    // \z, not $: "$" also matches before a final newline ("abc\n" passed).
+    [GeneratedRegex(@"\A[A-Za-z0-9][A-Za-z0-9_.-]*\z")]
     private static partial Regex Pattern();
 
     public static bool IsValid(string? id, out string error)
@@ -24,14 +25,14 @@ public static partial class ContainerId
         }
         else if (!Pattern().IsMatch(id) || id.Contains("..", StringComparison.Ordinal))
         {
-            error = $"invalid container name '{id}': use letters, digits, '_', '.' and '-', starting with a letter or digit";
+            error = $"invalid container name '{id.ReplaceLineEndings("\\n")}': use letters, digits, '_', '.' and '-', starting with a letter or digit";
         }
 
         return error.Length == 0;
     }
 
     public static string Validate(string? id) =>
-        IsValid(id, out var error) ? id! : throw new CorralException(error);
+        IsValid(id, out var error) ? id! : throw CorralException.Invalid(error);
 
     public static string Generate() => "c-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6));
 }

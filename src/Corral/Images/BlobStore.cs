@@ -41,6 +41,7 @@ public sealed class BlobStore(string root)
     {
         if (Has(expected))
         {
+            CheckStoredSize(expected, expectedSize);
             return;
         }
 
@@ -92,6 +93,15 @@ public sealed class BlobStore(string root)
         }
 
         File.Move(partial, PathOf(expected), overwrite: true);
+    }
+
+    /// <summary>A descriptor naming a stored blob must also give its size: a digest alone is not the descriptor.</summary>
+    public void CheckStoredSize(Digest digest, long? expectedSize)
+    {
+        if (expectedSize is { } size && SizeOf(digest) is { } stored && stored != size)
+        {
+            throw CorralException.Invalid($"blob {digest} is stored with {stored} bytes, but its descriptor says {size}");
+        }
     }
 
     public void Delete(Digest digest)

@@ -10,9 +10,39 @@ namespace Corral.Images;
 public sealed class ImageImporter(ImageStore store)
 {
     private const string RefNameAnnotation = "org.opencontainers.image.ref.name";
+    private const int MaxJsonBytes = 4 << 20;
 
-    /// <summary>Imports <paramref name="path"/>; returns the refs it tagged.</summary>
+    private readonly List<Digest> _added = [];
+    private readonly List<string> _unpacked = [];
+
+    /// <summary>
+    /// Imports <paramref name="path"/>; returns the refs it tagged. Refs are written last, once
+    /// every blob is verified and every layer unpacked; a refused import leaves nothing.
+    /// </summary>
     public async Task<IReadOnlyList<string>> ImportAsync(string path, string? tag, CancellationToken cancellationToken = default)
+    {
+        _added.Clear();
+        _unpacked.Clear();
+        try
+        {
+            return await ImportPathAsync(path, tag, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            try
+            {
+                store.Discard(_added, _unpacked);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CorralException)
+            {
+                // The first error is the one to report; the sweep of leftovers gets the rest.
+            }
+
+            throw;
+        }
+    }
+
+    private async Task<IReadOnlyList<string>> ImportPathAsync(string path, string? tag, CancellationToken cancellationToken)
     {
         if (Directory.Exists(path))
         {
@@ -30,7 +60,8 @@ public sealed class ImageImporter(ImageStore store)
         {
             await using (var archive = File.OpenRead(path))
             {
-                await LayerUnpacker.UnpackAsync(archive, temp, WhiteoutMode.Delete, cancellationToken).ConfigureAwait(false);
+                var budget = store.Limits.LayerBudget(archive.Length, store.Limits.MaxImageBytes);
+                await LayerUnpacker.UnpackAsync(archive, temp, WhiteoutMode.Delete, budget with { Option = budget.Option == "--max-layer-size" ? "--max-image-size" : budget.Option }, cancellationToken).ConfigureAwait(false);
             }
 
             return await ImportDirectoryAsync(temp, tag, DefaultName(path), cancellationToken).ConfigureAwait(false);
@@ -67,7 +98,7 @@ public sealed class ImageImporter(ImageStore store)
             throw new CorralException("cannot import: the layout's index.json lists no images");
         }
 
-        var tagged = new List<string>();
+        var images = new List<(string Reference, Digest Manifest)>();
         var chosen = tag is null ? index.Manifests : [index.Manifests.Count == 1 ? index.Manifests[0] : PlatformSelector.Select(index, "the image layout")];
         foreach (var top in chosen)
         {
@@ -88,13 +119,40 @@ public sealed class ImageImporter(ImageStore store)
             }
 
             var name = tag ?? RefFromAnnotation(top, defaultName);
-            var reference = ImageReference.Parse(name).Key;
-            store.Tag(reference, Digest.Parse(descriptor.Digest));
-            tagged.Add(reference);
+            images.Add((ImageReference.Parse(name).Key, Digest.Parse(descriptor.Digest)));
         }
 
-        return tagged;
+        return await TagAllAsync(images, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>Unpacks every image's layers, then writes the refs: none before all are good.</summary>
+    private async Task<IReadOnlyList<string>> TagAllAsync(List<(string Reference, Digest Manifest)> images, CancellationToken cancellationToken)
+    {
+        foreach (var (reference, manifest) in images)
+        {
+            await store.EnsureLayersAsync(store.Load(reference, manifest), cancellationToken, _unpacked).ConfigureAwait(false);
+        }
+
+        foreach (var (reference, manifest) in images)
+        {
+            store.Tag(reference, manifest);
+        }
+
+        return images.Select(i => i.Reference).ToList();
+    }
+
+    private async Task WriteBlobAsync(Stream content, Digest digest, long? size, CancellationToken cancellationToken)
+    {
+        var had = store.Blobs.Has(digest);
+        await store.Blobs.WriteAsync(content, digest, size, cancellationToken).ConfigureAwait(false);
+        if (!had)
+        {
+            _added.Add(digest);
+        }
+    }
+
+    private Task WriteBlobAsync(byte[] content, Digest digest, CancellationToken cancellationToken) =>
+        WriteBlobAsync(new MemoryStream(content, writable: false), digest, content.Length, cancellationToken);
 
     private async Task<IReadOnlyList<string>> ImportDockerArchiveAsync(string dir, string? tag, string defaultName, CancellationToken cancellationToken)
     {
@@ -104,12 +162,12 @@ public sealed class ImageImporter(ImageStore store)
             throw new CorralException("cannot import: the archive's manifest.json lists no images");
         }
 
-        var tagged = new List<string>();
+        var images = new List<(string Reference, Digest Manifest)>();
         foreach (var entry in tag is null ? entries : entries.Take(1))
         {
-            var configBytes = await File.ReadAllBytesAsync(Inside(dir, entry.Config), cancellationToken).ConfigureAwait(false);
+            var configBytes = ReadBounded(Inside(dir, entry.Config), ImageStore.MaxConfigBytes, "the image config");
             var configDigest = Digest.Of(configBytes);
-            await store.Blobs.WriteAsync(configBytes, configDigest, cancellationToken).ConfigureAwait(false);
+            await WriteBlobAsync(configBytes, configDigest, cancellationToken).ConfigureAwait(false);
             var layers = new List<Descriptor>();
             foreach (var layerPath in entry.Layers)
             {
@@ -128,7 +186,7 @@ public sealed class ImageImporter(ImageStore store)
                 var size = new FileInfo(file).Length;
                 await using (var stream = File.OpenRead(file))
                 {
-                    await store.Blobs.WriteAsync(stream, digest, size, cancellationToken).ConfigureAwait(false);
+                    await WriteBlobAsync(stream, digest, size, cancellationToken).ConfigureAwait(false);
                 }
 
                 layers.Add(new Descriptor { MediaType = gzip ? MediaTypes.OciLayerGzip : MediaTypes.OciLayerTar, Digest = digest.ToString(), Size = size });
@@ -143,17 +201,15 @@ public sealed class ImageImporter(ImageStore store)
             };
             var manifestBytes = JsonSerializer.SerializeToUtf8Bytes(manifest, ImageJsonContext.Default.ImageManifest);
             var manifestDigest = Digest.Of(manifestBytes);
-            await store.Blobs.WriteAsync(manifestBytes, manifestDigest, cancellationToken).ConfigureAwait(false);
+            await WriteBlobAsync(manifestBytes, manifestDigest, cancellationToken).ConfigureAwait(false);
             var names = tag is not null ? [tag] : entry.RepoTags is { Count: > 0 } repoTags ? repoTags : [defaultName];
             foreach (var name in names)
             {
-                var reference = ImageReference.Parse(name).Key;
-                store.Tag(reference, manifestDigest);
-                tagged.Add(reference);
+                images.Add((ImageReference.Parse(name).Key, manifestDigest));
             }
         }
 
-        return tagged;
+        return await TagAllAsync(images, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<byte[]> CopyBlobAsync(string dir, Descriptor descriptor, CancellationToken cancellationToken)
@@ -164,7 +220,11 @@ public sealed class ImageImporter(ImageStore store)
             var source = FileInside(dir, $"blobs/sha256/{digest.Hex}") ?? throw new CorralException($"cannot import: blob {digest} is missing from the layout");
 
             await using var stream = File.OpenRead(source);
-            await store.Blobs.WriteAsync(stream, digest, descriptor.Size, cancellationToken).ConfigureAwait(false);
+            await WriteBlobAsync(stream, digest, descriptor.Size, cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            store.Blobs.CheckStoredSize(digest, descriptor.Size);
         }
 
         return descriptor.Size <= 4 << 20 ? store.Blobs.ReadAll(digest) : [];
@@ -204,11 +264,16 @@ public sealed class ImageImporter(ImageStore store)
         return $"localhost/{(clean.Length == 0 ? "image" : clean)}:latest";
     }
 
+    private static byte[] ReadBounded(string path, long max, string what) =>
+        new FileInfo(path).Length > max
+            ? throw CorralException.Invalid($"cannot import: {what} is larger than {max} bytes")
+            : File.ReadAllBytes(path);
+
     private static T ReadJson<T>(string path, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, string what)
     {
         try
         {
-            return JsonSerializer.Deserialize(File.ReadAllBytes(path), type) ?? throw new CorralException($"cannot import: {what} is empty");
+            return JsonSerializer.Deserialize(ReadBounded(path, MaxJsonBytes, what), type) ?? throw new CorralException($"cannot import: {what} is empty");
         }
         catch (JsonException ex)
         {

@@ -28,4 +28,10 @@ internal static partial class ImageLog
 
     [LoggerMessage(3013, LogLevel.Information, "platform selected manifest={Manifest} platform={Platform}")]
     public static partial void PlatformSelected(ILogger logger, string manifest, string platform);
+
+    [LoggerMessage(3014, LogLevel.Warning, "cleanup after a failed import or pull failed error={Error}")]
+    public static partial void DiscardFailed(ILogger logger, string error);
+
+    [LoggerMessage(3015, LogLevel.Information, "released layers collected layers_deleted={Layers}")]
+    public static partial void ReleasedLayersCollected(ILogger logger, int layers);
 }

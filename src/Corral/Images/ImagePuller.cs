@@ -49,29 +49,69 @@ public sealed class ImagePuller(ImageStore store, RegistryClient registry, ILogg
         }
 
         var manifest = ImageStore.ParseManifest(fetched.Body, fetched.Digest.ToString());
-        await registry.DownloadBlobAsync(image, manifest.Config, store.Blobs, null, cancellationToken).ConfigureAwait(false);
-        foreach (var layer in manifest.Layers)
+        var added = new List<Digest>();
+        var unpacked = new List<string>();
+        try
         {
-            var cached = store.Blobs.Has(Digest.Parse(layer.Digest));
-            observer.OnBlob(layer, cached);
-            if (!cached)
+            await DownloadAsync(image, manifest.Config, added, null, cancellationToken).ConfigureAwait(false);
+            foreach (var layer in manifest.Layers)
             {
-                await registry.DownloadBlobAsync(image, layer, store.Blobs, bytes => observer.OnProgress(layer, bytes), cancellationToken).ConfigureAwait(false);
+                var cached = store.Blobs.Has(Digest.Parse(layer.Digest));
+                observer.OnBlob(layer, cached);
+                await DownloadAsync(image, layer, added, bytes => observer.OnProgress(layer, bytes), cancellationToken).ConfigureAwait(false);
+                observer.OnBlobDone(layer);
             }
 
-            observer.OnBlobDone(layer);
-        }
+            if (!store.Blobs.Has(fetched.Digest))
+            {
+                added.Add(fetched.Digest);
+            }
 
-        await store.Blobs.WriteAsync(fetched.Body, fetched.Digest, cancellationToken).ConfigureAwait(false);
-        var stored = store.Load(image.Key, fetched.Digest);
-        for (var i = 0; i < manifest.Layers.Count; i++)
+            await store.Blobs.WriteAsync(fetched.Body, fetched.Digest, cancellationToken).ConfigureAwait(false);
+            var stored = store.Load(image.Key, fetched.Digest);
+            for (var i = 0; i < manifest.Layers.Count; i++)
+            {
+                observer.OnUnpacking(manifest.Layers[i]);
+            }
+
+            // The ref is written last, once every blob is verified and every layer unpacked.
+            await store.EnsureLayersAsync(stored, cancellationToken, unpacked).ConfigureAwait(false);
+            store.Tag(image.Key, fetched.Digest);
+            return stored;
+        }
+        catch (Exception ex) when (!IsResumable(ex))
         {
-            observer.OnUnpacking(manifest.Layers[i]);
+            // A refused image leaves nothing: what this pull added goes, unless another image has it.
+            DiscardQuietly(added, unpacked);
+            throw;
         }
+    }
 
-        await store.EnsureLayersAsync(stored, cancellationToken).ConfigureAwait(false);
-        store.Tag(image.Key, fetched.Digest);
-        return stored;
+    /// <summary>An interrupted or cancelled download keeps its blobs (and its .partial) for the next pull.</summary>
+    private static bool IsResumable(Exception ex) =>
+        ex is OperationCanceledException or CorralException { Kind: ErrorKind.Unavailable };
+
+    private async Task DownloadAsync(ImageReference image, Descriptor descriptor, List<Digest> added, Action<long>? progress, CancellationToken cancellationToken)
+    {
+        var digest = Digest.Parse(descriptor.Digest);
+        var had = store.Blobs.Has(digest);
+        await registry.DownloadBlobAsync(image, descriptor, store.Blobs, progress, cancellationToken).ConfigureAwait(false);
+        if (!had)
+        {
+            added.Add(digest);
+        }
+    }
+
+    private void DiscardQuietly(List<Digest> blobs, List<string> layers)
+    {
+        try
+        {
+            store.Discard(blobs, layers);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or CorralException)
+        {
+            ImageLog.DiscardFailed(_logger, ex.Message);
+        }
     }
 
     private sealed class NullPullObserver : IPullObserver;

@@ -31,6 +31,12 @@ public sealed class ImageStore
 
     public BlobStore Blobs { get; }
 
+    /// <summary>How much a layer and an image may unpack to (defaults, then $CORRAL_MAX_LAYER_SIZE and friends).</summary>
+    public UnpackLimits Limits { get; set; } = UnpackLimits.From();
+
+    /// <summary>An image config larger than this is refused before it is read (real ones are a few KiB).</summary>
+    public const long MaxConfigBytes = 16 << 20;
+
     public string LayersDir => Path.Combine(Root, "layers");
 
     private string RefsPath => Path.Combine(Root, "refs.json");
@@ -100,6 +106,11 @@ public sealed class ImageStore
     {
         var manifest = ParseManifest(Blobs.ReadAll(manifestDigest), manifestDigest.ToString());
         var configDigest = Digest.Parse(manifest.Config.Digest);
+        if (Blobs.SizeOf(configDigest) is { } stored && stored != manifest.Config.Size)
+        {
+            throw CorralException.Invalid($"image {reference}: its config {configDigest} is stored with {stored} bytes, the manifest says {manifest.Config.Size}");
+        }
+
         ImageConfigFile config;
         try
         {
@@ -136,9 +147,20 @@ public sealed class ImageStore
             throw new CorralException($"manifest {what} is not an OCI or Docker v2 image manifest");
         }
 
+        _ = Digest.Parse(manifest.Config.Digest);
+        if (manifest.Config.Size is < 0 or > MaxConfigBytes)
+        {
+            throw CorralException.Invalid($"manifest {what}: its config is {manifest.Config.Size} bytes, more than the {MaxConfigBytes} an image config may have");
+        }
+
         foreach (var layer in manifest.Layers)
         {
             _ = Digest.Parse(layer.Digest);
+            if (layer.Size < 0)
+            {
+                throw CorralException.Invalid($"manifest {what}: layer {layer.Digest} has a negative size");
+            }
+
             if (layer.MediaType is MediaTypes.OciLayerZstd)
             {
                 throw new CorralException($"layer {layer.Digest} is zstd-compressed, which Corral does not support yet");
@@ -148,28 +170,51 @@ public sealed class ImageStore
         return manifest;
     }
 
-    /// <summary>Host directories of the image's unpacked layers, bottom first; unpacks each layer the first time.</summary>
-    public async Task<IReadOnlyList<string>> EnsureLayersAsync(StoredImage image, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Host directories of the image's unpacked layers, bottom first; unpacks each layer the first
+    /// time, within <see cref="Limits"/> (per layer, and all of the image's layers together).
+    /// The keys of layers this call unpacked are added to <paramref name="unpacked"/>.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> EnsureLayersAsync(StoredImage image, CancellationToken cancellationToken = default, ICollection<string>? unpacked = null)
     {
+        ArgumentNullException.ThrowIfNull(image);
         var dirs = new List<string>();
+        long total = 0;
         for (var i = 0; i < image.Manifest.Layers.Count; i++)
         {
-            var blob = Digest.Parse(image.Manifest.Layers[i].Digest);
+            var layer = image.Manifest.Layers[i];
+            var blob = Digest.Parse(layer.Digest);
             var diffId = image.Config.Rootfs?.DiffIds is { Count: > 0 } ids ? Digest.Parse(ids[i]) : (Digest?)null;
-            dirs.Add(await EnsureLayerAsync(blob, diffId, cancellationToken).ConfigureAwait(false));
+            var budget = Limits.LayerBudget(layer.Size, Limits.MaxImageBytes - total);
+            var (dir, size, fresh) = await EnsureLayerCoreAsync(blob, diffId, budget, cancellationToken).ConfigureAwait(false);
+            if (fresh)
+            {
+                unpacked?.Add(Path.GetFileName(dir));
+            }
+
+            total += size;
+            if (total > Limits.MaxImageBytes)
+            {
+                throw new CorralException(ErrorKind.ResourceExhausted, $"image {image.Ref} unpacks to more than {ByteSize.Format(Limits.MaxImageBytes)} ({Limits.MaxImageBytes} bytes; raise it with --max-image-size)");
+            }
+
+            dirs.Add(dir);
         }
 
         return dirs;
     }
 
     /// <summary>Unpacks a layer blob once into layers/&lt;diff id&gt; (the blob digest when no diff id is known).</summary>
-    public async Task<string> EnsureLayerAsync(Digest blob, Digest? diffId, CancellationToken cancellationToken = default)
+    public async Task<string> EnsureLayerAsync(Digest blob, Digest? diffId, CancellationToken cancellationToken = default) =>
+        (await EnsureLayerCoreAsync(blob, diffId, Limits.LayerBudget(Blobs.SizeOf(blob), Limits.MaxImageBytes), cancellationToken).ConfigureAwait(false)).Dir;
+
+    private async Task<(string Dir, long Size, bool Fresh)> EnsureLayerCoreAsync(Digest blob, Digest? diffId, UnpackBudget budget, CancellationToken cancellationToken)
     {
         var key = (diffId ?? blob).Hex;
         var dir = Path.Combine(LayersDir, key);
         if (Directory.Exists(dir))
         {
-            return dir;
+            return (dir, ReadLayerSize(key), false);
         }
 
         Directory.CreateDirectory(LayersDir);
@@ -177,17 +222,19 @@ public sealed class ImageStore
         var watch = Stopwatch.StartNew();
         try
         {
-            Digest actual;
+            UnpackResult result;
             await using (var stream = Blobs.Open(blob))
             {
-                actual = await LayerUnpacker.UnpackAsync(stream, temp, WhiteoutMode.Overlay, cancellationToken).ConfigureAwait(false);
+                result = await LayerUnpacker.UnpackAsync(stream, temp, WhiteoutMode.Overlay, budget, cancellationToken).ConfigureAwait(false);
             }
 
-            if (diffId is { } expected && actual != expected)
+            if (diffId is { } expected && result.DiffId != expected)
             {
-                throw new CorralException($"layer {blob} unpacks to {actual}, but the image config says {expected}");
+                throw CorralException.Invalid($"layer {blob} unpacks to {result.DiffId}, but the image config says {expected}");
             }
 
+            File.WriteAllText(SizePath(key), result.Bytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            var fresh = true;
             try
             {
                 Directory.Move(temp, dir);
@@ -195,10 +242,11 @@ public sealed class ImageStore
             catch (IOException) when (Directory.Exists(dir))
             {
                 // Another process unpacked it first; theirs is as good.
+                fresh = false;
             }
 
-            ImageLog.LayerUnpacked(_logger, blob.ToString(), actual.ToString(), watch.Elapsed.TotalMilliseconds);
-            return dir;
+            ImageLog.LayerUnpacked(_logger, blob.ToString(), result.DiffId.ToString(), watch.Elapsed.TotalMilliseconds);
+            return (dir, result.Bytes, fresh);
         }
         finally
         {
@@ -207,6 +255,135 @@ public sealed class ImageStore
                 Directory.Delete(temp, recursive: true);
             }
         }
+    }
+
+    /// <summary>Beside each layer directory: the size of its tar (what the image cap counts).</summary>
+    private string SizePath(string key) => Path.Combine(LayersDir, $".size-{key}");
+
+    private long ReadLayerSize(string key)
+    {
+        try
+        {
+            return long.TryParse(File.ReadAllText(SizePath(key)), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var size) ? size : 0;
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>
+    /// After a failed import or pull: deletes the blobs and layers it added that no ref reaches
+    /// (and no overlay uses), so nothing of it is left.
+    /// </summary>
+    public void Discard(IEnumerable<Digest> blobs, IEnumerable<string> layers)
+    {
+        ArgumentNullException.ThrowIfNull(blobs);
+        ArgumentNullException.ThrowIfNull(layers);
+        Directory.CreateDirectory(Root);
+        using var lockFile = AcquireLock();
+        var (keepBlobs, keepLayers) = Reachable();
+        foreach (var blob in blobs.Where(b => !keepBlobs.Contains(b)))
+        {
+            Blobs.Delete(blob);
+        }
+
+        var mounts = Mounts();
+        foreach (var key in layers.Where(k => !keepLayers.Contains(k)))
+        {
+            DeleteLayer(key, mounts);
+        }
+    }
+
+    /// <summary>
+    /// Layers that <see cref="CollectGarbage"/> had to leave because an overlay used them, and that
+    /// no ref reaches now, are deleted once no overlay uses them (called when a container's overlay
+    /// is unmounted). Returns how many went.
+    /// </summary>
+    public int CollectReleasedLayers()
+    {
+        if (!Directory.Exists(LayersDir) || !Directory.EnumerateFiles(LayersDir, ".collect-*").Any())
+        {
+            return 0;
+        }
+
+        using var lockFile = AcquireLock();
+        var (_, keepLayers) = Reachable();
+        var mounts = Mounts();
+        var removed = 0;
+        foreach (var marker in Directory.EnumerateFiles(LayersDir, ".collect-*").ToList())
+        {
+            var key = Path.GetFileName(marker)[".collect-".Length..];
+            if (keepLayers.Contains(key))
+            {
+                File.Delete(marker);
+            }
+            else if (DeleteLayer(key, mounts))
+            {
+                removed++;
+            }
+        }
+
+        return removed;
+    }
+
+    /// <summary>The store whose layers these directories are (&lt;data&gt;/images/layers/&lt;key&gt;); null for other directories.</summary>
+    public static ImageStore? OfLayers(IReadOnlyList<string>? layerDirs, ILogger<ImageStore>? logger = null)
+    {
+        if (layerDirs is not { Count: > 0 } || Path.GetDirectoryName(Path.GetFullPath(layerDirs[0])) is not { } layers || Path.GetFileName(layers) != "layers")
+        {
+            return null;
+        }
+
+        var root = Path.GetDirectoryName(layers)!;
+        return Path.GetFileName(root) == "images" && Path.GetDirectoryName(root) is { } dataDir ? new ImageStore(dataDir, logger: logger) : null;
+    }
+
+    /// <summary>Deletes layers/&lt;key&gt; unless an overlay uses it; then a marker asks <see cref="CollectReleasedLayers"/> to try again.</summary>
+    private bool DeleteLayer(string key, string mounts)
+    {
+        var dir = Path.Combine(LayersDir, key);
+        var marker = Path.Combine(LayersDir, $".collect-{key}");
+        if (Directory.Exists(dir) && mounts.Contains(dir, StringComparison.Ordinal))
+        {
+            File.WriteAllText(marker, "");
+            return false;
+        }
+
+        if (Directory.Exists(dir))
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+
+        File.Delete(SizePath(key));
+        File.Delete(marker);
+        return true;
+    }
+
+    private static string Mounts() => File.Exists("/proc/self/mountinfo") ? File.ReadAllText("/proc/self/mountinfo") : "";
+
+    private (HashSet<Digest> Blobs, HashSet<string> Layers) Reachable()
+    {
+        var keepBlobs = new HashSet<Digest>();
+        var keepLayers = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, record) in ReadRefs().Refs)
+        {
+            var image = Load(name, Digest.Parse(record.Manifest));
+            keepBlobs.Add(image.ManifestDigest);
+            keepBlobs.Add(Digest.Parse(image.Manifest.Config.Digest));
+            for (var i = 0; i < image.Manifest.Layers.Count; i++)
+            {
+                var blob = Digest.Parse(image.Manifest.Layers[i].Digest);
+                keepBlobs.Add(blob);
+                keepLayers.Add(blob.Hex);
+                if (image.Config.Rootfs?.DiffIds is { Count: > 0 } ids)
+                {
+                    keepLayers.Add(Digest.Parse(ids[i]).Hex);
+                }
+            }
+        }
+
+        return (keepBlobs, keepLayers);
     }
 
     /// <summary>Removes a ref; then every blob and layer no remaining ref needs.</summary>
@@ -235,28 +412,14 @@ public sealed class ImageStore
         return true;
     }
 
-    /// <summary>Deletes blobs and unpacked layers that no ref reaches. Layers in use by a running container stay mounted (overlayfs holds them).</summary>
+    /// <summary>
+    /// Deletes blobs and unpacked layers that no ref reaches. A layer a running container's overlay
+    /// still uses stays (overlayfs holds it) and is marked: it goes when that overlay is unmounted
+    /// (<see cref="CollectReleasedLayers"/>).
+    /// </summary>
     public (int Blobs, int Layers) CollectGarbage()
     {
-        var keepBlobs = new HashSet<Digest>();
-        var keepLayers = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var (name, record) in ReadRefs().Refs)
-        {
-            var image = Load(name, Digest.Parse(record.Manifest));
-            keepBlobs.Add(image.ManifestDigest);
-            keepBlobs.Add(Digest.Parse(image.Manifest.Config.Digest));
-            for (var i = 0; i < image.Manifest.Layers.Count; i++)
-            {
-                var blob = Digest.Parse(image.Manifest.Layers[i].Digest);
-                keepBlobs.Add(blob);
-                keepLayers.Add(blob.Hex);
-                if (image.Config.Rootfs?.DiffIds is { Count: > 0 } ids)
-                {
-                    keepLayers.Add(Digest.Parse(ids[i]).Hex);
-                }
-            }
-        }
-
+        var (keepBlobs, keepLayers) = Reachable();
         var blobs = 0;
         foreach (var blob in Blobs.List().Where(b => !keepBlobs.Contains(b)).ToList())
         {
@@ -267,12 +430,19 @@ public sealed class ImageStore
         var layers = 0;
         if (Directory.Exists(LayersDir))
         {
-            // A layer a running container's overlay still uses stays until a later collection.
-            var mounts = File.Exists("/proc/self/mountinfo") ? File.ReadAllText("/proc/self/mountinfo") : "";
-            foreach (var dir in Directory.EnumerateDirectories(LayersDir).Where(d => !keepLayers.Contains(Path.GetFileName(d)) && !Path.GetFileName(d).StartsWith('.') && !mounts.Contains(d, StringComparison.Ordinal)).ToList())
+            var mounts = Mounts();
+            foreach (var dir in Directory.EnumerateDirectories(LayersDir).Where(d => !keepLayers.Contains(Path.GetFileName(d)) && !Path.GetFileName(d).StartsWith('.')).ToList())
             {
-                Directory.Delete(dir, recursive: true);
-                layers++;
+                if (DeleteLayer(Path.GetFileName(dir), mounts))
+                {
+                    layers++;
+                }
+            }
+
+            // Size files of layers that are gone.
+            foreach (var size in Directory.EnumerateFiles(LayersDir, ".size-*").Where(f => !Directory.Exists(Path.Combine(LayersDir, Path.GetFileName(f)[".size-".Length..]))).ToList())
+            {
+                File.Delete(size);
             }
         }
 

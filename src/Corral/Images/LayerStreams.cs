@@ -135,3 +135,33 @@ internal sealed class StrictGZipStream(Stream compressed) : ReadOnlyStream
         }
     }
 }
+
+/// <summary>Fails as soon as more than <c>max</c> bytes came out: an unpack stops at its cap, not after.</summary>
+internal sealed class CappedStream(Stream inner, long max, string option) : ReadOnlyStream
+{
+    private long _total;
+
+    public override int Read(Span<byte> buffer)
+    {
+        var n = inner.Read(buffer);
+        _total += n;
+        if (_total > max)
+        {
+            throw new Corral.Common.CorralException(
+                Corral.Common.ErrorKind.ResourceExhausted,
+                $"refusing layer: it unpacks to more than {Corral.Common.ByteSize.Format(max)} ({max} bytes; raise it with {option})");
+        }
+
+        return n;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            inner.Dispose();
+        }
+
+        base.Dispose(disposing);
+    }
+}

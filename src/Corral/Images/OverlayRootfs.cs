@@ -66,6 +66,28 @@ public static class OverlayRootfs
         }
     }
 
+    /// <summary>The lower directories of the overlay mounted at <paramref name="target"/> (top first), from mountinfo; empty when none is.</summary>
+    public static IReadOnlyList<string> LowerDirs(string target)
+    {
+        var full = Path.GetFullPath(target);
+        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
+        {
+            var fields = line.Split(' ');
+            if (fields.Length > 4 && fields[4].Replace("\\040", " ", StringComparison.Ordinal) == full)
+            {
+                foreach (var option in fields[^1].Split(','))
+                {
+                    if (option.StartsWith("lowerdir=", StringComparison.Ordinal))
+                    {
+                        return option["lowerdir=".Length..].Split(':', StringSplitOptions.RemoveEmptyEntries);
+                    }
+                }
+            }
+        }
+
+        return [];
+    }
+
     public static bool IsMounted(string target)
     {
         var full = Path.GetFullPath(target);

@@ -16,7 +16,14 @@ public sealed class RegistryOptions
     /// <summary>A docker-style config.json whose `auths` hold credentials; null: $DOCKER_CONFIG/config.json, then ~/.docker/config.json.</summary>
     public string? AuthFile { get; set; }
 
+    /// <summary>Manifests and indexes (chunked or not): more is refused as soon as it arrives.</summary>
     public int MaxManifestBytes { get; set; } = 4 << 20;
+
+    /// <summary>A token service's answer.</summary>
+    public int MaxTokenBytes { get; set; } = 1 << 20;
+
+    /// <summary>What is read of an error body (the rest is never read): enough for the message.</summary>
+    public int MaxErrorBodyBytes { get; set; } = 64 << 10;
 }
 
 /// <summary>A manifest as the registry served it, digest verified.</summary>
@@ -71,12 +78,7 @@ public sealed class RegistryClient(HttpClient http, RegistryOptions options, ILo
         }
 
         await EnsureSuccessAsync(response, $"manifest {reference}", cancellationToken).ConfigureAwait(false);
-        if (response.Content.Headers.ContentLength is { } length && length > options.MaxManifestBytes)
-        {
-            throw new CorralException($"manifest {reference} is too large ({length} bytes)");
-        }
-
-        var body = await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
+        var body = await ReadBoundedAsync(response, options.MaxManifestBytes, $"manifest {reference}", cancellationToken).ConfigureAwait(false);
         var digest = Digest.Of(body);
         if (Digest.TryParse(reference, out var asked) && asked != digest)
         {
@@ -108,6 +110,7 @@ public sealed class RegistryClient(HttpClient http, RegistryOptions options, ILo
         var digest = Digest.Parse(descriptor.Digest);
         if (store.Has(digest))
         {
+            store.CheckStoredSize(digest, descriptor.Size);
             return;
         }
 
@@ -118,6 +121,7 @@ public sealed class RegistryClient(HttpClient http, RegistryOptions options, ILo
         await using var downloadLock = await LockAsync(store.LockPathOf(digest), cancellationToken).ConfigureAwait(false);
         if (store.Has(digest))
         {
+            store.CheckStoredSize(digest, descriptor.Size);
             return;
         }
 
@@ -174,7 +178,7 @@ public sealed class RegistryClient(HttpClient http, RegistryOptions options, ILo
             catch (Exception ex) when (ex is IOException or HttpRequestException)
             {
                 // The .partial stays: the next pull continues from here with a Range request.
-                throw new CorralException($"download of blob {digest} was interrupted after {offset} of {descriptor.Size} bytes ({ex.Message}); pull again to resume", inner: ex);
+                throw new CorralException(ErrorKind.Unavailable, $"download of blob {digest} was interrupted after {offset} of {descriptor.Size} bytes ({ex.Message}); pull again to resume", inner: ex);
             }
         }
 
@@ -198,7 +202,7 @@ public sealed class RegistryClient(HttpClient http, RegistryOptions options, ILo
         }
     }
 
-    private async Task<HttpResponseMessage> SendAsync(ImageReference image, Func<HttpRequestMessage> create, CancellationToken cancellationToken, HttpCompletionOption completion = HttpCompletionOption.ResponseContentRead)
+    private async Task<HttpResponseMessage> SendAsync(ImageReference image, Func<HttpRequestMessage> create, CancellationToken cancellationToken, HttpCompletionOption completion = HttpCompletionOption.ResponseHeadersRead)
     {
         var scope = $"repository:{image.Repository}:pull";
         var key = $"{image.Registry}|{scope}";
@@ -273,14 +277,23 @@ public sealed class RegistryClient(HttpClient http, RegistryOptions options, ILo
             request.Headers.Authorization = new AuthenticationHeaderValue("Basic", basicCredentials);
         }
 
-        using var response = await http.SendAsync(request, cancellationToken).ConfigureAwait(false);
+        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
         if (response.StatusCode is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden)
         {
             throw new CorralException($"registry {registry}: the token service refused {(credentials is null ? "anonymous access" : "the credentials")} ({(int)response.StatusCode})");
         }
 
         await EnsureSuccessAsync(response, "token", cancellationToken).ConfigureAwait(false);
-        var token = JsonSerializer.Deserialize(await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false), ImageJsonContext.Default.TokenResponse);
+        TokenResponse? token;
+        try
+        {
+            token = JsonSerializer.Deserialize(await ReadBoundedAsync(response, options.MaxTokenBytes, "token", cancellationToken).ConfigureAwait(false), ImageJsonContext.Default.TokenResponse);
+        }
+        catch (JsonException ex)
+        {
+            throw CorralException.Invalid($"registry {registry}: the token service answered with invalid JSON: {ex.Message}");
+        }
+
         var value = token?.Token ?? token?.AccessToken;
         if (string.IsNullOrEmpty(value))
         {
@@ -379,14 +392,69 @@ public sealed class RegistryClient(HttpClient http, RegistryOptions options, ILo
         return result;
     }
 
-    private static async Task EnsureSuccessAsync(HttpResponseMessage response, string what, CancellationToken cancellationToken)
+    /// <summary>
+    /// The body, read into a buffer that never grows past <paramref name="max"/> bytes whether the
+    /// response is chunked or has a Content-Length: refused as soon as it passes the cap.
+    /// </summary>
+    private static async Task<byte[]> ReadBoundedAsync(HttpResponseMessage response, int max, string what, CancellationToken cancellationToken)
+    {
+        if (response.Content.Headers.ContentLength is { } length && length > max)
+        {
+            throw CorralException.Invalid($"{what} is too large ({length} bytes, at most {max} are accepted)");
+        }
+
+        var buffer = await ReadPrefixAsync(response, max + 1, cancellationToken).ConfigureAwait(false);
+        return buffer.Length > max
+            ? throw CorralException.Invalid($"{what} is too large (more than the {max} bytes accepted)")
+            : buffer;
+    }
+
+    /// <summary>At most <paramref name="max"/> bytes of the body; the rest is never read.</summary>
+    private static async Task<byte[]> ReadPrefixAsync(HttpResponseMessage response, int max, CancellationToken cancellationToken)
+    {
+        await using var stream = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
+        using var buffer = new MemoryStream();
+        var chunk = new byte[Math.Min(max, 1 << 16)];
+        while (buffer.Length < max)
+        {
+            int n;
+            try
+            {
+                n = await stream.ReadAsync(chunk.AsMemory(0, (int)Math.Min(chunk.Length, max - buffer.Length)), cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is IOException or HttpRequestException)
+            {
+                throw CorralException.Host($"the registry's answer was cut off: {ex.Message}", ex);
+            }
+
+            if (n == 0)
+            {
+                break;
+            }
+
+            buffer.Write(chunk, 0, n);
+        }
+
+        return buffer.ToArray();
+    }
+
+    private async Task EnsureSuccessAsync(HttpResponseMessage response, string what, CancellationToken cancellationToken)
     {
         if (response.IsSuccessStatusCode)
         {
             return;
         }
 
-        var text = await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false);
+        string text;
+        try
+        {
+            text = Encoding.UTF8.GetString(await ReadPrefixAsync(response, options.MaxErrorBodyBytes, cancellationToken).ConfigureAwait(false));
+        }
+        catch (CorralException)
+        {
+            text = "";
+        }
+
         text = text.Length > 200 ? text[..200] : text;
         throw new CorralException($"registry error for {what}: {(int)response.StatusCode} {response.ReasonPhrase} {text.ReplaceLineEndings(" ").Trim()}");
     }

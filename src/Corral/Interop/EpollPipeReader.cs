@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using System.IO.Pipes;
+using Corral.Common;
 
 namespace Corral.Interop;
 
@@ -37,6 +38,29 @@ internal sealed class EpollPipeReader : Stream
 
         // Edge-triggered: one wake-up per arrival; ReadAsync reads until EAGAIN before it waits again.
         _registration = FdEventLoop.Shared.Register(_fd, LibC.EPOLLIN | LibC.EPOLLRDHUP | LibC.EPOLLHUP | LibC.EPOLLERR | LibC.EPOLLET, Signal);
+    }
+
+    /// <summary>
+    /// True when every write end of the pipe is closed: what is left in it ends in EOF without anyone
+    /// else's help, so a reader that has not got there yet is only behind (a busy daemon), not blocked.
+    /// </summary>
+    public bool WritersGone
+    {
+        get
+        {
+            try
+            {
+                return WhileOpen(0, static (fd, _) =>
+                {
+                    var poll = new LibC.PollFd { Fd = fd, Events = LibC.POLLIN };
+                    return LibC.poll(ref poll, 1, 0) > 0 && (poll.Revents & LibC.POLLHUP) != 0;
+                });
+            }
+            catch (ObjectDisposedException)
+            {
+                return true;
+            }
+        }
     }
 
     public override bool CanRead => true;
@@ -104,17 +128,25 @@ internal sealed class EpollPipeReader : Stream
         base.Dispose(disposing);
     }
 
-    private unsafe (nint Read, int Error) ReadNow(Memory<byte> buffer)
+    private unsafe (nint Read, int Error) ReadNow(Memory<byte> buffer) => WhileOpen(buffer, static (fd, buffer) =>
+    {
+        using var pin = buffer.Pin();
+        var n = LibC.read(fd, (byte*)pin.Pointer, buffer.Length);
+        return (n, n < 0 ? LibC.LastError : 0);
+    });
+
+    /// <summary>
+    /// Runs <paramref name="use"/> on the fd with a reference on its handle: a concurrent Dispose cannot
+    /// close the fd (and let its number be reused) under it. Throws ObjectDisposedException once closed.
+    /// </summary>
+    private T WhileOpen<TState, T>(TState state, Func<int, TState, T> use)
     {
         var added = false;
         var handle = _pipe.SafePipeHandle;
         try
         {
-            // Held while reading: a concurrent Dispose cannot close the fd (and let its number be reused) under us.
             handle.DangerousAddRef(ref added);
-            using var pin = buffer.Pin();
-            var n = LibC.read(_fd, (byte*)pin.Pointer, buffer.Length);
-            return (n, n < 0 ? LibC.LastError : 0);
+            return use(_fd, state);
         }
         finally
         {
@@ -125,18 +157,5 @@ internal sealed class EpollPipeReader : Stream
         }
     }
 
-    private void Signal()
-    {
-        if (_readable.CurrentCount == 0)
-        {
-            try
-            {
-                _readable.Release();
-            }
-            catch (SemaphoreFullException)
-            {
-                // Already signalled.
-            }
-        }
-    }
+    private void Signal() => _readable.Wake();
 }

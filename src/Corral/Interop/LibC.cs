@@ -10,6 +10,7 @@ internal static partial class LibC
     public const int EINTR = 4;
     public const int EAGAIN = 11;
     public const int ESRCH = 3;
+    public const int EPIPE = 32;
 
     public const int EFD_CLOEXEC = 0x80000;
     public const int EFD_NONBLOCK = 0x800;
@@ -36,6 +37,9 @@ internal static partial class LibC
     public const uint EPOLLRDHUP = 0x2000;
     public const uint EPOLLET = 0x80000000;
 
+    public const short POLLIN = 0x1;
+    public const short POLLHUP = 0x10;
+
     public const int F_GETFL = 3;
     public const int F_SETFL = 4;
     public const int O_NONBLOCK = 0x800;
@@ -46,6 +50,8 @@ internal static partial class LibC
     public const int RLIMIT_NPROC = 6;
     public const int RLIMIT_NOFILE = 7;
 
+    public const int PR_SET_CHILD_SUBREAPER = 36;
+
     public const int SYS_pidfd_open = 434;
     public const int SYS_pidfd_send_signal = 424;
 
@@ -54,6 +60,14 @@ internal static partial class LibC
     {
         public ulong Current;
         public ulong Maximum;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
     }
 
     // epoll_event is packed on x86-64.
@@ -108,6 +122,18 @@ internal static partial class LibC
 
     [LibraryImport(Lib, SetLastError = true)]
     public static unsafe partial int epoll_wait(int epfd, EpollEvent* events, int maxevents, int timeout);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int prctl(int option, ulong arg2, ulong arg3, ulong arg4, ulong arg5);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int waitpid(int pid, out int status, int options);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial long lseek(int fd, long offset, int whence);
+
+    [LibraryImport(Lib, SetLastError = true)]
+    public static partial int poll(ref PollFd fds, ulong nfds, int timeout);
 
     [LibraryImport(Lib, SetLastError = true)]
     public static partial int kill(int pid, int sig);

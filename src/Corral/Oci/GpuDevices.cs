@@ -44,7 +44,7 @@ public static class GpuDevices
 
         if (!devices.Any(d => d.Path == "/dev/nvidiactl") || !devices.Any(d => d.Minor != 255 && d.Major == frontend))
         {
-            throw new CorralException("--gpu: no NVIDIA GPU on this host (need /dev/nvidiactl and /dev/nvidiaN, and the nvidia driver in /proc/devices)");
+            throw CorralException.Precondition("--gpu: no NVIDIA GPU on this host (need /dev/nvidiactl and /dev/nvidiaN, and the nvidia driver in /proc/devices)");
         }
 
         return devices;

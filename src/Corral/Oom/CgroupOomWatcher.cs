@@ -19,7 +19,8 @@ internal sealed class CgroupOomWatcher : IOomWatcher
     private readonly IMemoryCounters _counters;
     private readonly ICgroupEventSource _source;
     private readonly long _limitBytes;
-    private readonly long _armBytes;
+    private readonly LivelockRule _livelock;
+    private readonly long _origin;
     private readonly OomOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
@@ -34,17 +35,12 @@ internal sealed class CgroupOomWatcher : IOomWatcher
 
     private long _baseKills;
     private long _reportedKills;
-    private bool _livelockFired;
     private bool _oomNotified;
 
     private ITimer? _recheckTimer;
     private int _recheckLeft;
 
     private ITimer? _sampleTimer;
-    private long _prevTimestamp;
-    private long _prevHits;
-    private long _prevKills;
-    private long? _thrashSince;
 
     public CgroupOomWatcher(
         string containerId,
@@ -62,16 +58,14 @@ internal sealed class CgroupOomWatcher : IOomWatcher
         _counters = counters;
         _source = source;
         _limitBytes = limitBytes;
-        _armBytes = ArmThreshold(limitBytes, options);
+        _livelock = new LivelockRule(options, limitBytes);
         _options = options;
         _time = time;
+        _origin = time.GetTimestamp();
         _logger = logger;
     }
 
     public OomStrategy Strategy => OomStrategy.Cgroup;
-
-    public static long ArmThreshold(long limitBytes, OomOptions options) =>
-        (long)Math.Floor(limitBytes * options.LivelockUsageFraction);
 
     public void Start(Action<OomEvent> onEvent)
     {
@@ -144,7 +138,7 @@ internal sealed class CgroupOomWatcher : IOomWatcher
                 ReportKills(sample);
             }
 
-            _summary = new OomSummary(_reportedKills, _livelockFired, false, _oomNotified);
+            _summary = new OomSummary(_reportedKills, _livelock.Fired, false, _oomNotified);
             _logger.WatcherStopped(_containerId, _summary.OomKills, _summary.Livelock, _summary.Likely);
             return _summary;
         }
@@ -210,17 +204,13 @@ internal sealed class CgroupOomWatcher : IOomWatcher
     /// </summary>
     private void MaybeArm(MemorySample sample)
     {
-        if (_sampleTimer is not null || _livelockFired || sample.UsageBytes < _armBytes)
+        if (_sampleTimer is not null || !_livelock.TryArm(sample, Now()))
         {
             return;
         }
 
-        _prevTimestamp = _time.GetTimestamp();
-        _prevHits = sample.LimitHits;
-        _prevKills = sample.OomKills;
-        _thrashSince = null;
         _sampleTimer = _time.CreateTimer(_ => OnSample(), null, _options.LivelockSampleInterval, _options.LivelockSampleInterval);
-        _logger.LivelockArmed(_containerId, sample.UsageBytes, _armBytes);
+        _logger.LivelockArmed(_containerId, sample.UsageBytes, _livelock.ArmBytes);
     }
 
     private void OnSample()
@@ -233,45 +223,29 @@ internal sealed class CgroupOomWatcher : IOomWatcher
             }
 
             ReportKills(sample);
-            var now = _time.GetTimestamp();
-            if (sample.UsageBytes < _armBytes)
+            var step = _livelock.Observe(sample, Now());
+            switch (step.Action)
             {
-                DisposeTimer(ref _sampleTimer);
-                _logger.LivelockDisarmed(_containerId, sample.UsageBytes);
-                return;
-            }
-
-            var seconds = _time.GetElapsedTime(_prevTimestamp, now).TotalSeconds;
-            var rate = seconds > 0 ? (sample.LimitHits - _prevHits) / seconds : 0;
-            var killed = sample.OomKills > _prevKills;
-            if (rate >= _options.LivelockHitsPerSecond && !killed)
-            {
-                _thrashSince ??= _prevTimestamp;
-                var thrashing = _time.GetElapsedTime(_thrashSince.Value, now);
-                if (thrashing >= _options.LivelockDuration)
-                {
-                    _livelockFired = true;
+                case LivelockAction.Disarm:
                     DisposeTimer(ref _sampleTimer);
-                    _logger.LivelockDetected(_containerId, Math.Round(rate), (long)thrashing.TotalMilliseconds, sample.UsageBytes);
+                    _logger.LivelockDisarmed(_containerId, sample.UsageBytes);
+                    break;
+                case LivelockAction.Fire:
+                    DisposeTimer(ref _sampleTimer);
+                    _logger.LivelockDetected(_containerId, Math.Round(step.HitsPerSecond), (long)step.Thrashing.TotalMilliseconds, sample.UsageBytes);
                     Publish(new OomEvent(
                         OomEventKind.Livelock,
                         _time.GetUtcNow(),
                         _reportedKills,
                         sample.UsageBytes,
-                        $"memory limit hit {rate:F0}/s for {thrashing.TotalSeconds:F1}s at {sample.UsageBytes} of {_limitBytes} bytes with no OOM kill"));
-                    return;
-                }
+                        $"memory limit hit {step.HitsPerSecond:F0}/s for {step.Thrashing.TotalSeconds:F1}s at {sample.UsageBytes} of {_limitBytes} bytes with no OOM kill"));
+                    break;
             }
-            else
-            {
-                _thrashSince = null;
-            }
-
-            _prevTimestamp = now;
-            _prevHits = sample.LimitHits;
-            _prevKills = sample.OomKills;
         }
     }
+
+    /// <summary>The watcher's monotonic time, for the livelock rule.</summary>
+    private TimeSpan Now() => _time.GetElapsedTime(_origin);
 
     /// <summary>Publishes one Kill event for any growth of oom_kill since the last report; true when it grew.</summary>
     private bool ReportKills(MemorySample sample)

@@ -35,7 +35,7 @@ public sealed class OomWatcherFactory(
                 CgroupVersion.V2 => ((IMemoryCounters)new CgroupV2MemoryCounters(fs, cgroup.MemoryDirectory),
                     (ICgroupEventSource)new InotifyMemoryEventsSource(Path.Combine(cgroup.MemoryDirectory, "memory.events"))),
                 _ => (new CgroupV1MemoryCounters(fs, cgroup.MemoryDirectory),
-                    new EventfdMemoryEventsSource(fs, cgroup.MemoryDirectory, CgroupOomWatcher.ArmThreshold(limit.Value, opts))),
+                    new EventfdMemoryEventsSource(fs, cgroup.MemoryDirectory, LivelockRule.ArmThreshold(limit.Value, opts))),
             };
             return new CgroupOomWatcher(
                 cgroup.ContainerId, cgroup.Version, counters, source, limit.Value, opts, time, _loggerFactory.CreateLogger<CgroupOomWatcher>());

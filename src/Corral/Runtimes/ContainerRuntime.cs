@@ -6,6 +6,7 @@ public enum RuntimeKind
 {
     Gvisor,
     Runc,
+    Crun,
 }
 
 /// <summary>A runtime binary and the arguments for one call of it.</summary>
@@ -38,10 +39,14 @@ public sealed class RuntimeOptions
 
     public string RunscPath { get; set; } = "runsc";
 
+    public string CrunPath { get; set; } = "crun";
+
     /// <summary>Corral keeps its runtimes' state apart from other users of the same binaries.</summary>
     public string RuncRoot { get; set; } = "/run/corral/runc";
 
     public string RunscRoot { get; set; } = "/run/corral/runsc";
+
+    public string CrunRoot { get; set; } = "/run/corral/crun";
 
     /// <summary>gVisor platform: ptrace works everywhere; kvm or systrap where the host allows.</summary>
     public string RunscPlatform { get; set; } = "ptrace";
@@ -52,16 +57,25 @@ public interface IContainerRuntime
 {
     RuntimeKind Kind { get; }
 
-    /// <summary>The name users type and records carry: "runc" or "gvisor".</summary>
+    /// <summary>The name users type and records carry: "runc", "crun" or "gvisor".</summary>
     string Name { get; }
 
     string Root { get; }
 
     /// <summary>
     /// True when the runtime process itself must be started inside the container's cgroup (runsc
-    /// with --ignore-cgroups); false when the runtime places the container by cgroupsPath (runc).
+    /// with --ignore-cgroups); false when the runtime places the container by cgroupsPath (runc, crun).
     /// </summary>
     bool LaunchesInsideCgroup { get; }
+
+    /// <summary>The binary this runtime runs (its configured path).</summary>
+    string Binary { get; }
+
+    /// <summary>
+    /// True when the container's processes are host processes whose pids the runtime reports (runc,
+    /// crun); false for gVisor, whose processes exist only inside its sandbox.
+    /// </summary>
+    bool HostPids { get; }
 
     /// <summary>Runs the container in the foreground; returns when its PID 1 exits.</summary>
     RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu);
@@ -74,6 +88,15 @@ public interface IContainerRuntime
     /// pid (on the host for runc; runsc writes the sandbox-internal pid to <paramref name="internalPidFile"/>).
     /// </summary>
     RuntimeInvocation Exec(string id, string processFile, string pidFile, string internalPidFile);
+
+    /// <summary>
+    /// The same exec, detached: the runtime starts the process with the caller's own stdio and returns
+    /// once it runs, having written its host pid to <paramref name="pidFile"/>; null where the foreground
+    /// exec already hands the process the caller's stdio (crun, runsc). runc's foreground exec copies stdio
+    /// through pipes of its own and forwards every signal it takes to the process, the SIGPIPE its stdin
+    /// copy gets once the process closed its stdin among them; run detached under <see cref="Supervision.ExecReaper"/>, it cannot.
+    /// </summary>
+    RuntimeInvocation? ExecDetached(string id, string processFile, string pidFile);
 
     /// <summary>Signals one exec'd process by the pid <see cref="Exec"/> reported; null where the host pid is signalled directly (runc).</summary>
     RuntimeInvocation? KillProcess(string id, int pid, int signal);
@@ -90,6 +113,14 @@ public interface IContainerRuntime
     /// delete refuses to touch (runsc leaves a lock file when killed before the sandbox started).
     /// </summary>
     void RemoveLeftoverState(string id);
+
+    /// <summary>
+    /// Removes exactly <paramref name="id"/>'s state once its processes are known dead, where the runtime's
+    /// own delete cannot address it (runsc takes an id as a prefix: "gp" is ambiguous while "gp1" exists).
+    /// </summary>
+    void RemoveStateOfStopped(string id)
+    {
+    }
 }
 
 public static class ContainerRuntimes
@@ -98,6 +129,7 @@ public static class ContainerRuntimes
     {
         RuntimeKind.Runc => new RuncRuntime(options),
         RuntimeKind.Gvisor => new RunscRuntime(options),
+        RuntimeKind.Crun => new CrunRuntime(options),
         _ => throw new ArgumentOutOfRangeException(nameof(kind)),
     };
 
@@ -111,34 +143,61 @@ public static class ContainerRuntimes
             case "runc":
                 kind = RuntimeKind.Runc;
                 return true;
+            case "crun":
+                kind = RuntimeKind.Crun;
+                return true;
             default:
                 kind = default;
                 return false;
         }
     }
 
-    public static string NameOf(RuntimeKind kind) => kind == RuntimeKind.Runc ? "runc" : "gvisor";
+    public static string NameOf(RuntimeKind kind) => kind switch
+    {
+        RuntimeKind.Runc => "runc",
+        RuntimeKind.Crun => "crun",
+        _ => "gvisor",
+    };
+
+    /// <summary>The Debian package that provides the runtime's binary.</summary>
+    public static string PackageOf(RuntimeKind kind) => kind switch
+    {
+        RuntimeKind.Runc => "runc",
+        RuntimeKind.Crun => "crun",
+        _ => "runsc",
+    };
 
     internal static string Signal(int signal) => signal.ToString(CultureInfo.InvariantCulture);
 }
 
-internal sealed class RuncRuntime(RuntimeOptions options) : IContainerRuntime
+/// <summary>runc's command line (run, kill, exec --process --pid-file, delete --force, list, --root), shared by runc and crun.</summary>
+internal abstract class RuncCompatibleRuntime : IContainerRuntime
 {
-    public RuntimeKind Kind => RuntimeKind.Runc;
+    public abstract RuntimeKind Kind { get; }
 
-    public string Name => "runc";
+    public abstract string Name { get; }
 
-    public string Root => options.RuncRoot;
+    public abstract string Root { get; }
+
+    public abstract string Binary { get; }
 
     public bool LaunchesInsideCgroup => false;
 
+    public bool HostPids => true;
+
+    /// <summary>The file in a container's state directory that says the runtime still knows it.</summary>
+    protected abstract string StateFileName { get; }
+
+    /// <summary>runc and crun write their own failures to a JSON log in the bundle (<see cref="RuntimeFailures"/>).</summary>
     public RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu) =>
-        Invoke("run", "--bundle", bundleDir, "--pid-file", pidFile, id);
+        Invoke("--log", Path.Combine(bundleDir, RuntimeFailures.RuncLogName), "--log-format", "json", "run", "--bundle", bundleDir, "--pid-file", pidFile, id);
 
     public RuntimeInvocation Kill(string id, int signal) => Invoke("kill", id, ContainerRuntimes.Signal(signal));
 
     public RuntimeInvocation Exec(string id, string processFile, string pidFile, string internalPidFile) =>
         Invoke("exec", "--process", processFile, "--pid-file", pidFile, id);
+
+    public virtual RuntimeInvocation? ExecDetached(string id, string processFile, string pidFile) => null;
 
     public RuntimeInvocation? KillProcess(string id, int pid, int signal) => null;
 
@@ -146,18 +205,35 @@ internal sealed class RuncRuntime(RuntimeOptions options) : IContainerRuntime
 
     public RuntimeInvocation List() => Invoke("list");
 
+    /// <summary>A directory per container under the root.</summary>
     public bool HasState(string id) => Directory.Exists(Path.Combine(Root, id));
 
     public void RemoveLeftoverState(string id)
     {
         var dir = Path.Combine(Root, id);
-        if (Directory.Exists(dir) && !File.Exists(Path.Combine(dir, "state.json")))
+        if (Directory.Exists(dir) && !File.Exists(Path.Combine(dir, StateFileName)))
         {
             Directory.Delete(dir, recursive: true);
         }
     }
 
-    private RuntimeInvocation Invoke(params string[] args) => new(options.RuncPath, ["--root", Root, .. args]);
+    protected RuntimeInvocation Invoke(params string[] args) => new(Binary, ["--root", Root, .. args]);
+}
+
+internal sealed class RuncRuntime(RuntimeOptions options) : RuncCompatibleRuntime
+{
+    public override RuntimeKind Kind => RuntimeKind.Runc;
+
+    public override string Name => "runc";
+
+    public override string Root => options.RuncRoot;
+
+    public override string Binary => options.RuncPath;
+
+    protected override string StateFileName => "state.json";
+
+    public override RuntimeInvocation? ExecDetached(string id, string processFile, string pidFile) =>
+        Invoke("exec", "--detach", "--process", processFile, "--pid-file", pidFile, id);
 }
 
 internal sealed class RunscRuntime(RuntimeOptions options) : IContainerRuntime
@@ -169,6 +245,10 @@ internal sealed class RunscRuntime(RuntimeOptions options) : IContainerRuntime
     public string Root => options.RunscRoot;
 
     public bool LaunchesInsideCgroup => true;
+
+    public string Binary => options.RunscPath;
+
+    public bool HostPids => false;
 
     public RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu)
     {
@@ -189,6 +269,8 @@ internal sealed class RunscRuntime(RuntimeOptions options) : IContainerRuntime
     public RuntimeInvocation Exec(string id, string processFile, string pidFile, string internalPidFile) =>
         Invoke("exec", "--process", processFile, "--pid-file", pidFile, "--internal-pid-file", internalPidFile, id);
 
+    public RuntimeInvocation? ExecDetached(string id, string processFile, string pidFile) => null;
+
     public RuntimeInvocation? KillProcess(string id, int pid, int signal) =>
         Invoke("kill", "--pid", pid.ToString(CultureInfo.InvariantCulture), id, ContainerRuntimes.Signal(signal));
 
@@ -198,6 +280,15 @@ internal sealed class RunscRuntime(RuntimeOptions options) : IContainerRuntime
 
     public bool HasState(string id) =>
         Directory.Exists(Root) && Directory.EnumerateFileSystemEntries(Root, id + "_sandbox:*").Any();
+
+    public void RemoveStateOfStopped(string id)
+    {
+        // A single-container sandbox: sandbox id and container id are the same.
+        foreach (var suffix in new[] { ".state", ".lock" })
+        {
+            File.Delete(Path.Combine(Root, $"{id}_sandbox:{id}{suffix}"));
+        }
+    }
 
     public void RemoveLeftoverState(string id)
     {

@@ -1,3 +1,4 @@
+using Corral.Common;
 using System.Buffers.Binary;
 using System.Text;
 
@@ -12,7 +13,9 @@ public enum OutputStream : byte
 /// <summary>
 /// A sandbox's stdout and stderr in one file, in the order written: frames of
 /// [stream: 1 byte][length: 4 bytes little-endian][bytes]. Past the cap, output is dropped and one
-/// stderr frame says so; the log never grows beyond cap plus that marker.
+/// stderr frame says so; the log never grows beyond cap plus that marker. When the disk refuses a
+/// write (ENOSPC, EIO) the log is cut back to its last whole frame, one marker frame is tried, and
+/// further output is dropped and counted (<see cref="DroppedBytes"/>): the writer never blocks or fails.
 /// </summary>
 public sealed class SandboxLog : IDisposable
 {
@@ -22,16 +25,36 @@ public sealed class SandboxLog : IDisposable
     private readonly Lock _gate = new();
     private readonly Action? _onCapReached;
     private long _written;
+    private long _dropped;
+    private long _goodLength;
     private bool _capped;
+    private bool _failed;
     private bool _closed;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public SandboxLog(string path, long capBytes, Action? onCapReached = null)
+    public SandboxLog(string path, long capBytes, Action? onCapReached = null, Action<string>? onWriteFailed = null)
     {
         Path = path;
         _capBytes = capBytes;
         _onCapReached = onCapReached;
-        _file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
+        _onWriteFailed = onWriteFailed;
+
+        // Unbuffered: a refused write is seen at once, with nothing half-kept in a buffer.
+        _file = PrivateFiles.Open(path, FileMode.Create, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0);
+    }
+
+    private readonly Action<string>? _onWriteFailed;
+
+    /// <summary>Bytes of output not in the log: past the cap, or refused by the disk.</summary>
+    public long DroppedBytes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _dropped;
+            }
+        }
     }
 
     public string Path { get; }
@@ -59,27 +82,40 @@ public sealed class SandboxLog : IDisposable
 
         TaskCompletionSource changed;
         var capReached = false;
+        string? writeFailed = null;
         lock (_gate)
         {
-            if (_closed || _capped)
+            if (_closed || _capped || _failed)
             {
+                _dropped += data.Length;
                 return;
             }
 
-            var room = _capBytes - _written;
-            if (data.Length > room)
+            try
             {
-                WriteFrame(stream, data[..(int)Math.Max(0, room)]);
-                WriteFrame(OutputStream.Stderr, Encoding.UTF8.GetBytes($"\n[corral: log limit of {_capBytes} bytes reached; further output dropped]\n"));
-                _capped = true;
-                capReached = true;
+                var room = _capBytes - _written;
+                if (data.Length > room)
+                {
+                    var kept = (int)Math.Max(0, room);
+                    WriteFrame(stream, data[..kept]);
+                    _dropped += data.Length - kept;
+                    WriteFrame(OutputStream.Stderr, Encoding.UTF8.GetBytes($"\n[corral: log limit of {_capBytes} bytes reached; further output dropped]\n"));
+                    _capped = true;
+                    capReached = true;
+                }
+                else
+                {
+                    WriteFrame(stream, data);
+                }
             }
-            else
+            catch (IOException ex)
             {
-                WriteFrame(stream, data);
+                writeFailed = ex.Message;
+                _failed = true;
+                _dropped += data.Length;
+                TryMarkWriteFailure(ex.Message);
             }
 
-            _file.Flush();
             changed = _changed;
             _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
         }
@@ -88,6 +124,33 @@ public sealed class SandboxLog : IDisposable
         if (capReached)
         {
             _onCapReached?.Invoke();
+        }
+
+        if (writeFailed is not null)
+        {
+            _onWriteFailed?.Invoke(writeFailed);
+        }
+    }
+
+    /// <summary>Cuts a half-written frame off (which frees its blocks) and tries one marker frame.</summary>
+    private void TryMarkWriteFailure(string error)
+    {
+        try
+        {
+            _file.SetLength(_goodLength);
+            _file.Position = _goodLength;
+            WriteFrame(OutputStream.Stderr, Encoding.UTF8.GetBytes($"\n[corral: the log could not be written ({error}); further output dropped]\n"));
+        }
+        catch (IOException)
+        {
+            try
+            {
+                _file.SetLength(_goodLength);
+            }
+            catch (IOException)
+            {
+                // Frames are whole up to the cut; what follows is ignored by readers as incomplete.
+            }
         }
     }
 
@@ -186,6 +249,7 @@ public sealed class SandboxLog : IDisposable
         _file.Write(header);
         _file.Write(data);
         _written += data.Length;
+        _goodLength += HeaderSize + data.Length;
     }
 
     private sealed class SinkStream(SandboxLog log, OutputStream stream) : Stream

@@ -1,3 +1,4 @@
+using Corral.Common;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Corral.Interop;
@@ -17,18 +18,28 @@ public sealed record ShimSpec
 
     public string RunscPath { get; init; } = "runsc";
 
+    public string CrunPath { get; init; } = "crun";
+
     public string RuncRoot { get; init; } = "/run/corral/runc";
 
     public string RunscRoot { get; init; } = "/run/corral/runsc";
+
+    public string CrunRoot { get; init; } = "/run/corral/crun";
 
     public string RunscPlatform { get; init; } = "ptrace";
 
     /// <summary>SIGTERM to the shim stops the container: SIGTERM, then SIGKILL after this.</summary>
     public double CancelGraceSeconds { get; init; } = 10;
 
+    /// <summary>The sandbox fails when its runtime has not started the workload by then (`corral serve --start-timeout`).</summary>
+    public double StartTimeoutSeconds { get; init; } = 60;
+
     public long LogCapBytes { get; init; } = 8L << 20;
 
     public string LogLevel { get; init; } = "Information";
+
+    /// <summary>"text" (key=value lines) or "json" (JSON lines), as the daemon logs.</summary>
+    public string LogFormat { get; init; } = "text";
 }
 
 /// <summary>What the shim reports while the sandbox runs; replaced atomically on every change.</summary>
@@ -126,6 +137,7 @@ public sealed class ShimDirectory(string path)
     public IDisposable AcquireShimLock(TimeSpan wait)
     {
         var handle = File.OpenHandle(LockFile, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+        File.SetUnixFileMode(handle, PrivateFiles.FileMode);
         var deadline = Environment.TickCount64 + (long)wait.TotalMilliseconds;
         while (LibC.flock((int)handle.DangerousGetHandle(), LibC.LOCK_EX | LibC.LOCK_NB) != 0)
         {
@@ -141,11 +153,35 @@ public sealed class ShimDirectory(string path)
         return handle;
     }
 
+    /// <summary>Space the shim sets aside at start, given up only to write its records on a full disk.</summary>
+    public string ReserveFile => Combine("space.reserve");
+
+    /// <summary>Sets aside <paramref name="bytes"/> (best effort: a disk already full gets none).</summary>
+    public void ReserveSpace(int bytes = 256 * 1024)
+    {
+        try
+        {
+            using var reserve = new FileStream(ReserveFile, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0);
+            reserve.Write(new byte[bytes]);
+        }
+        catch (IOException)
+        {
+            File.Delete(ReserveFile);
+        }
+    }
+
     internal static void WriteAtomically(string file, string json)
     {
-        var temp = file + ".tmp";
-        File.WriteAllText(temp, json);
-        File.Move(temp, file, overwrite: true);
+        try
+        {
+            PrivateFiles.WriteAtomically(file, json);
+        }
+        catch (IOException) when (System.IO.Path.Combine(System.IO.Path.GetDirectoryName(file)!, "space.reserve") is var reserve && File.Exists(reserve))
+        {
+            // A full disk: give up the reserve for this record (status, exit, failure), then write it.
+            File.Delete(reserve);
+            PrivateFiles.WriteAtomically(file, json);
+        }
     }
 
     private static T? Read<T>(string file, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type)

@@ -1,3 +1,4 @@
+using Corral.Common;
 using Corral.Interop;
 using Corral.Oom;
 using Corral.Supervision;
@@ -18,7 +19,7 @@ public static class ShimRunner
         _ = LibC.setsid();
 
         // Everything the shim prints goes to shim.log; the daemon's pipes are not held open.
-        using var log = new FileStream(dir.ShimLogFile, FileMode.Append, FileAccess.Write, FileShare.ReadWrite);
+        using var log = PrivateFiles.Open(dir.ShimLogFile, FileMode.Append, FileAccess.Write, FileShare.ReadWrite);
         var fd = (int)log.SafeFileHandle.DangerousGetHandle();
         using var devNull = new FileStream("/dev/null", FileMode.Open, FileAccess.Read);
         _ = LibC.dup2((int)devNull.SafeFileHandle.DangerousGetHandle(), 0);
@@ -32,13 +33,19 @@ public static class ShimRunner
         ArgumentNullException.ThrowIfNull(dir);
         ArgumentNullException.ThrowIfNull(spec);
         ArgumentNullException.ThrowIfNull(supervisor);
-        var status = new StatusWriter(dir);
-        using var log = new SandboxLog(dir.LogFile, spec.LogCapBytes, () => ShimLog.LogCapReached(logger, dir.Id, spec.LogCapBytes));
+        dir.ReserveSpace();
+        var status = new StatusWriter(dir, logger);
+        using var log = new SandboxLog(
+            dir.LogFile,
+            spec.LogCapBytes,
+            () => ShimLog.LogCapReached(logger, dir.Id, spec.LogCapBytes),
+            error => ShimLog.LogWriteFailed(logger, dir.Id, error));
         try
         {
             var io = new ContainerIo(log.StreamFor(OutputStream.Stdout), log.StreamFor(OutputStream.Stderr));
             var exit = await supervisor.RunAsync(spec.Request with { Id = dir.Id }, io, status, cancellationToken).ConfigureAwait(false);
             log.Close();
+            exit = exit with { OutputDroppedBytes = exit.OutputDroppedBytes + log.DroppedBytes };
             dir.WriteExit(exit);
             ShimLog.Exited(logger, dir.Id, exit.ExitCode, exit.OomKilled);
             return 0;
@@ -57,13 +64,15 @@ public static class ShimRunner
     {
         private readonly Lock _gate = new();
         private readonly ShimDirectory _dir;
+        private readonly ILogger _logger;
         private ShimStatus _status;
 
-        public StatusWriter(ShimDirectory dir)
+        public StatusWriter(ShimDirectory dir, ILogger logger)
         {
             _dir = dir;
+            _logger = logger;
             _status = new ShimStatus { ShimPid = Environment.ProcessId };
-            _dir.WriteStatus(_status);
+            Write();
         }
 
         public void OnStarted(string id, int pid) => Change(s => s with { Pid = pid });
@@ -76,7 +85,20 @@ public static class ShimRunner
             lock (_gate)
             {
                 _status = change(_status);
+                Write();
+            }
+        }
+
+        /// <summary>Best effort: a full disk must not end the run (the exit record carries the same facts).</summary>
+        private void Write()
+        {
+            try
+            {
                 _dir.WriteStatus(_status);
+            }
+            catch (IOException ex)
+            {
+                ShimLog.StatusWriteFailed(_logger, _dir.Id, ex.Message);
             }
         }
     }
@@ -92,4 +114,10 @@ internal static partial class ShimLog
 
     [LoggerMessage(2103, LogLevel.Warning, "log limit reached, further output dropped id={Id} log_cap_bytes={CapBytes}")]
     public static partial void LogCapReached(ILogger logger, string id, long capBytes);
+
+    [LoggerMessage(2104, LogLevel.Warning, "log not writable, further output dropped id={Id} error={Error}")]
+    public static partial void LogWriteFailed(ILogger logger, string id, string error);
+
+    [LoggerMessage(2105, LogLevel.Warning, "status not writable id={Id} error={Error}")]
+    public static partial void StatusWriteFailed(ILogger logger, string id, string error);
 }

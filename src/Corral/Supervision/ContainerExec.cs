@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.IO.Pipes;
 using System.Security.Cryptography;
 using Corral.Common;
@@ -7,6 +6,7 @@ using Corral.Interop;
 using Corral.Logging;
 using Corral.Oci;
 using Corral.Runtimes;
+using Corral.Shim;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -43,6 +43,9 @@ public sealed record ExecResult
 
     public bool TimedOut { get; init; }
 
+    /// <summary>The process died because its container ended under it (gVisor's sandbox, OOM-killed whole): the container's record says why.</summary>
+    public bool SandboxEnded { get; init; }
+
     public required DateTimeOffset StartedAt { get; init; }
 
     public required DateTimeOffset ExitedAt { get; init; }
@@ -78,10 +81,10 @@ public sealed class ContainerExecutor(
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(io);
         var id = ContainerId.Validate(request.ContainerId);
-        var state = _store.Get(id) ?? throw new CorralException($"no such container: {id}", 1);
+        var state = _store.Get(id) ?? throw new CorralException(ErrorKind.NotFound, $"no such container: {id}", 1);
         if (state.Pid is null)
         {
-            throw new CorralException($"container {id} has not started yet");
+            throw CorralException.Precondition($"container {id} has not started yet");
         }
 
         ContainerRuntimes.TryParse(state.Runtime, out var kind);
@@ -94,26 +97,37 @@ public sealed class ContainerExecutor(
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            throw new CorralException($"container {id} is not running", 1);
+            throw new CorralException(ErrorKind.FailedPrecondition, $"container {id} is not running", 1);
         }
 
         var process = ProcessFor(spec, request);
         var execId = "x-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
         var files = new ExecFiles(bundle, execId);
-        await File.WriteAllTextAsync(files.Process, SpecBuilder.ToJson(process), cancellationToken).ConfigureAwait(false);
+        try
+        {
+            PrivateFiles.WriteAllText(files.Process, SpecBuilder.ToJson(process));
+        }
+        catch (DirectoryNotFoundException)
+        {
+            // The container ended and its bundle went between the read above and this write.
+            throw new CorralException(ErrorKind.FailedPrecondition, $"container {id} is not running", 1);
+        }
 
-        var info = runtime.Exec(id, files.Process, files.Pid, files.InternalPid).StartInfo();
+        var invocation = options.ExecReaper is { Count: > 0 } reaper && runtime.ExecDetached(id, files.Process, files.Pid) is { } detached
+            ? ExecReaper.Wrap(reaper, detached, files.Pid)
+            : runtime.Exec(id, files.Process, files.Pid, files.InternalPid);
+        var info = invocation.StartInfo();
 
         var startedAt = time.GetUtcNow();
         Process child;
         try
         {
-            child = Process.Start(info) ?? throw new CorralException($"could not start {info.FileName}");
+            child = Process.Start(info) ?? throw CorralException.Host($"could not start {info.FileName}");
         }
         catch (System.ComponentModel.Win32Exception ex)
         {
             files.Delete();
-            throw new CorralException($"cannot run {info.FileName}: {ex.Message}");
+            throw CorralException.Host($"cannot run {info.FileName}: {ex.Message}");
         }
 
         var exec = new ContainerExec(this, execId, id, request.Command, runtime, child, files, startedAt);
@@ -123,13 +137,24 @@ public sealed class ContainerExecutor(
         {
             // The runtime exited without starting the process: its own words say why.
             var failed = await exec.Completion.ConfigureAwait(false);
+            if (!StillRunning(id, bundle))
+            {
+                // Not the runtime's fault: the container ended while the exec was starting (runsc says
+                // "connecting to control server" and exits 128).
+                throw new CorralException(ErrorKind.FailedPrecondition, $"container {id} is not running", 1);
+            }
+
             var why = failed.StderrTail.Trim().Split('\n').LastOrDefault(l => l.Length > 0) ?? $"exit code {failed.ExitCode}";
-            throw new CorralException($"{runtime.Name} could not exec in container {id}: {why}");
+            throw CorralException.Runtime($"{runtime.Name} could not exec in container {id}: {why}");
         }
 
         Log.ExecStarted(_logger, id, execId, exec.Pid.Value, string.Join(' ', request.Command));
         return exec;
     }
+
+    /// <summary>The container is still known, its bundle still there and its PID 1 alive.</summary>
+    internal bool StillRunning(string id, string bundle) =>
+        _store.Get(id) is { Pid: { } pid } && File.Exists(Path.Combine(bundle, "config.json")) && (LibC.kill(pid, 0) == 0 || LibC.LastError != LibC.ESRCH);
 
     internal SupervisorOptions Options => options;
 
@@ -144,7 +169,11 @@ public sealed class ContainerExecutor(
             throw new CorralException("no command given: exec ID -- CMD [ARGS...]");
         }
 
-        ContainerSupervisor.ValidateEnvNames(request.Env);
+        InputRules.Process(request.Command, request.Env, request.Workdir);
+        if (request.Timeout is { } timeout)
+        {
+            InputRules.Duration("exec timeout", timeout);
+        }
 
         // The container's environment (PATH and HOME already settled), then the caller's, later ones winning.
         var env = SpecBuilder.BuildEnv([.. spec.Process.Env.Select(SplitEnv), .. request.Env]);
@@ -273,12 +302,20 @@ public sealed class ContainerExec
         var stderr = new OutputPump(stderrPipe, io.Stderr, options.OutputTailBytes);
         var stdin = PumpStdinAsync(io.Stdin);
         var timedOut = false;
+        var sandboxEnded = false;
         try
         {
-            // Started: the runtime wrote the pid file before it let the process run.
-            while (!_exited.Task.IsCompleted && ReadPid() is null)
+            // Started: the runtime wrote the pid file before it let the process run. Woken by inotify on the
+            // bundle; polling every 2 ms instead kept a daemon with 150 execs starting at once busy enough to
+            // starve its thread pool (exited execs' output then went unread past the drain grace).
+            using (var changed = new SemaphoreSlim(0, 1))
+            using (var watch = DirectoryWatcher.TryWatchShared(_files.Bundle, changed.Wake))
             {
-                await Task.WhenAny(_exited.Task, Task.Delay(TimeSpan.FromMilliseconds(2), time, CancellationToken.None)).ConfigureAwait(false);
+                var interval = TimeSpan.FromMilliseconds(watch is null ? 5 : 100);
+                while (!_exited.Task.IsCompleted && ReadPid() is null)
+                {
+                    await Task.WhenAny(_exited.Task, changed.WaitAsync(interval, CancellationToken.None)).ConfigureAwait(false);
+                }
             }
 
             Pid = ReadPid();
@@ -298,9 +335,18 @@ public sealed class ContainerExec
             var exitCode = _process.ExitCode;
             await _stdinDone.CancelAsync().ConfigureAwait(false);
 
-            // Decided by the process; output still in the pipes (a background child may hold them) gets a bounded grace.
+            // Decided by the process; output still in the pipes (a background child may hold them) gets a
+            // bounded grace. A pipe whose writers are all gone ends by itself: when only a busy daemon is
+            // behind on reading it, that output is waited for, not cut (seen: 150 execs at once on two cores
+            // left exited execs' output unread past the grace).
             var drained = Task.WhenAll(stdout.Completion, stderr.Completion);
-            if (await Task.WhenAny(drained, Task.Delay(options.OutputDrainGrace, time)).ConfigureAwait(false) != drained)
+            var waitedOut = await Task.WhenAny(drained, Task.Delay(options.OutputDrainGrace, time)).ConfigureAwait(false) != drained;
+            if (waitedOut && stdoutPipe.WritersGone && stderrPipe.WritersGone)
+            {
+                waitedOut = await Task.WhenAny(drained, Task.Delay(BehindReaderBound, time)).ConfigureAwait(false) != drained;
+            }
+
+            if (waitedOut)
             {
                 Log.ExecOutputNotDrained(_owner.Logger, ContainerId, ExecId, stdout.Total, stderr.Total, options.OutputDrainGrace.TotalSeconds);
                 stdoutPipe.Dispose();
@@ -312,6 +358,13 @@ public sealed class ContainerExec
                 // Reported like a container killed at its timeout.
                 exitCode = 137;
             }
+            else if (!_runtime.HostPids && exitCode == RunscLostSandbox && await SandboxEndedAsync().ConfigureAwait(false))
+            {
+                sandboxEnded = true;
+                // runsc exec ends 128 when the sandbox it talks to dies under it (an OOM kill of the
+                // sandbox, PID 1's end): the process died with its sandbox, as a runc exec's is SIGKILLed.
+                exitCode = 137;
+            }
 
             var result = new ExecResult
             {
@@ -319,6 +372,7 @@ public sealed class ContainerExec
                 ExitCode = exitCode,
                 Signal = Signals.FromExitCode(exitCode),
                 TimedOut = timedOut,
+                SandboxEnded = sandboxEnded,
                 StartedAt = StartedAt,
                 ExitedAt = exitedAt,
                 StdoutTail = stdout.Tail(),
@@ -340,18 +394,30 @@ public sealed class ContainerExec
         }
     }
 
-    /// <summary>runc reports the host pid; a gVisor process exists only inside the sandbox, with its pid there.</summary>
-    private int? ReadPid()
+    /// <summary>runsc exec's own exit code when it lost its sandbox (not the process's).</summary>
+    private const int RunscLostSandbox = 128;
+
+    /// <summary>Whether the container ended (waiting up to 2 s: runsc exec notices before its supervisor does).</summary>
+    private async Task<bool> SandboxEndedAsync()
     {
-        try
+        for (var i = 0; i < 40; i++)
         {
-            return int.TryParse(File.ReadAllText(_runtime.Kind == RuntimeKind.Runc ? _files.Pid : _files.InternalPid).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && pid > 0 ? pid : null;
+            if (!_owner.StillRunning(ContainerId, _files.Bundle))
+            {
+                return true;
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(50), _owner.Time, CancellationToken.None).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            return null;
-        }
+
+        return false;
     }
+
+    /// <summary>How long output is still waited for after the grace when its pipes have no writers left (only the reader is behind).</summary>
+    private static readonly TimeSpan BehindReaderBound = TimeSpan.FromSeconds(30);
+
+    /// <summary>runc reports the host pid; a gVisor process exists only inside the sandbox, with its pid there.</summary>
+    private int? ReadPid() => RuntimePidFile.TryRead(_runtime.HostPids ? _files.Pid : _files.InternalPid);
 
     private async Task PumpStdinAsync(Stream? source)
     {

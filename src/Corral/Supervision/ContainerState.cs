@@ -27,51 +27,71 @@ public sealed record ContainerState
 }
 
 /// <summary>
-/// One small JSON file per live container under the state directory. Creation is exclusive, so
-/// two supervisors can never own the same id; files of dead supervisors are reclaimed.
+/// One small JSON file per container under the state directory (<c>containers/&lt;id&gt;.json</c>) and its
+/// owner lock (<c>containers/&lt;id&gt;.lock</c>, an flock held by the supervising process for its whole life).
+/// The name belongs to whoever holds the lock: taking it is atomic, and a claim is stale exactly when its
+/// lock is free (the owner died), never judged from a file that may still be being written.
 /// </summary>
 public sealed class ContainerStateStore(string stateDir)
 {
+    public const string OrphanedStatus = "orphaned";
+
     private string ContainersDir => Path.Combine(stateDir, "containers");
 
     public string PathOf(string id) => Path.Combine(ContainersDir, id + ".json");
 
-    /// <summary>Claims <paramref name="state"/>'s id; throws if a live container already has it.</summary>
-    public void Claim(ContainerState state)
-    {
-        Directory.CreateDirectory(ContainersDir);
-        var path = PathOf(state.Id);
-        for (var attempt = 0; attempt < 2; attempt++)
-        {
-            try
-            {
-                using var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write);
-                JsonSerializer.Serialize(stream, state, SupervisionJsonContext.Default.ContainerState);
-                return;
-            }
-            catch (IOException) when (File.Exists(path))
-            {
-                if (Get(state.Id) is { } existing && IsAlive(existing))
-                {
-                    throw new CorralException($"a container named '{state.Id}' is already running");
-                }
+    public string LockPathOf(string id) => Path.Combine(ContainersDir, id + ".lock");
 
-                File.Delete(path);
-            }
+    /// <summary>Claims <paramref name="state"/>'s id for this process; throws (AlreadyExists) if a live owner has it.</summary>
+    public ContainerClaim Claim(ContainerState state)
+    {
+        var claim = TryTakeOver(state.Id)
+            ?? throw CorralException.Conflict($"a container named '{state.Id}' is already running{OwnerText(state.Id)}");
+        if (File.Exists(PathOf(state.Id)))
+        {
+            // A supervisor that died left it (its container may still run): not this run's to take over.
+            claim.Dispose();
+            throw CorralException.Conflict($"container '{state.Id}' was left behind by a supervisor that died; remove it with `corral kill {state.Id}` or `corral gc`");
         }
 
-        throw new CorralException($"could not claim container name '{state.Id}'");
+        try
+        {
+            Update(state);
+        }
+        catch (IOException ex) when (ex.HResult == NoSpace || ex.Message.Contains("No space left on device", StringComparison.Ordinal))
+        {
+            // A full state dir: refused with the reason, and nothing of the claim kept.
+            claim.Release();
+            throw CorralException.Host($"cannot record container '{state.Id}' in {stateDir}: {ex.Message}", ex);
+        }
+        catch
+        {
+            claim.Release();
+            throw;
+        }
+
+        return claim;
     }
+
+    /// <summary>
+    /// Takes the name's lock when no live process holds it (a dead supervisor's leftovers are then this
+    /// process's to remove); null while a live owner holds it. Writes no record.
+    /// </summary>
+    public ContainerClaim? TryTakeOver(string id)
+    {
+        ContainerId.Validate(id);
+        PrivateFiles.CreateDirectory(ContainersDir);
+        return OwnerLock.TryAcquire(LockPathOf(id)) is { } ownerLock ? new ContainerClaim(this, id, ownerLock) : null;
+    }
+
+    /// <summary>ENOSPC, as .NET's IOException carries it on Linux.</summary>
+    private const int NoSpace = 28;
 
     public void Update(ContainerState state)
     {
         var path = PathOf(state.Id);
-        var temp = path + ".tmp";
-        File.WriteAllText(temp, JsonSerializer.Serialize(state, SupervisionJsonContext.Default.ContainerState));
-        File.Move(temp, path, overwrite: true);
+        PrivateFiles.WriteAtomically(path, JsonSerializer.Serialize(state, SupervisionJsonContext.Default.ContainerState));
     }
-
-    public void Release(string id) => File.Delete(PathOf(id));
 
     public ContainerState? Get(string id)
     {
@@ -85,7 +105,13 @@ public sealed class ContainerStateStore(string stateDir)
         }
     }
 
-    /// <summary>Containers whose supervisor is alive, oldest first.</summary>
+    /// <summary>True while the container's supervisor (or a reclaimer) holds its claim.</summary>
+    public bool IsOwned(string id) => OwnerLock.IsHeld(LockPathOf(id));
+
+    /// <summary>
+    /// Every container with a record, oldest first: those whose supervisor is alive as it wrote them, and
+    /// those whose supervisor died without cleaning up with status "orphaned" (removed by `corral gc`).
+    /// </summary>
     public IReadOnlyList<ContainerState> List()
     {
         if (!Directory.Exists(ContainersDir))
@@ -94,13 +120,70 @@ public sealed class ContainerStateStore(string stateDir)
         }
 
         return Directory.EnumerateFiles(ContainersDir, "*.json")
+            .Where(f => f.EndsWith(".json", StringComparison.Ordinal))
             .Select(f => Get(Path.GetFileNameWithoutExtension(f)))
             .OfType<ContainerState>()
-            .Where(IsAlive)
+            .Select(s => IsOwned(s.Id) ? s : s with { Status = OrphanedStatus })
             .OrderBy(s => s.CreatedAt)
             .ToList();
     }
 
-    private static bool IsAlive(ContainerState state) =>
-        LibC.kill(state.SupervisorPid, 0) == 0 || LibC.LastError != LibC.ESRCH;
+    /// <summary>Ids that have a record or a lock file (a supervisor that died before writing its record leaves only the lock).</summary>
+    public IReadOnlyList<string> Ids()
+    {
+        if (!Directory.Exists(ContainersDir))
+        {
+            return [];
+        }
+
+        return Directory.EnumerateFiles(ContainersDir)
+            .Select(Path.GetFileName)
+            .Where(n => n is not null && (n.EndsWith(".json", StringComparison.Ordinal) || n.EndsWith(".lock", StringComparison.Ordinal)))
+            .Select(n => n![..^5])
+            .Where(id => ContainerId.IsValid(id, out _))
+            .Distinct(StringComparer.Ordinal)
+            .Order(StringComparer.Ordinal)
+            .ToList();
+    }
+
+    internal void RemoveRecord(string id)
+    {
+        File.Delete(PathOf(id));
+        File.Delete(PathOf(id) + ".tmp");
+    }
+
+    private string OwnerText(string id) =>
+        OwnerLock.OwnerPid(LockPathOf(id)) is { } pid ? $" (supervised by pid {pid})" : string.Empty;
+}
+
+/// <summary>This process's hold on a container name: released (record and lock removed) once nothing of the container is left.</summary>
+public sealed class ContainerClaim : IDisposable
+{
+    private readonly ContainerStateStore _store;
+    private readonly OwnerLock _lock;
+
+    internal ContainerClaim(ContainerStateStore store, string id, OwnerLock ownerLock)
+    {
+        _store = store;
+        Id = id;
+        _lock = ownerLock;
+    }
+
+    public string Id { get; }
+
+    /// <summary>Removes the record, then the lock file, then lets the lock go.</summary>
+    public void Release()
+    {
+        try
+        {
+            _store.RemoveRecord(Id);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>Lets the lock go and leaves the files (the claim then shows as orphaned).</summary>
+    public void Dispose() => _lock.Dispose();
 }

@@ -25,6 +25,13 @@ public sealed class SupervisorOptions
 
     public int OutputTailBytes { get; set; } = 4096;
 
+    /// <summary>
+    /// The corral binary (and any arguments before its command) that parents detached runc execs
+    /// (<see cref="ExecReaper"/>); null runs runc's exec in the foreground, whose processes runc kills
+    /// with the SIGPIPE its stdin copy takes when they close their stdin early.
+    /// </summary>
+    public IReadOnlyList<string>? ExecReaper { get; set; }
+
     /// <summary>How long the runtime may take for kill and delete calls.</summary>
     public TimeSpan RuntimeCommandDeadline { get; set; } = TimeSpan.FromSeconds(10);
 
@@ -38,6 +45,13 @@ public sealed class SupervisorOptions
     /// (idle 19 vs 5 MiB, 20 MB buffer 40 vs 25 MiB, 200 MB buffer 220 vs 205 MiB); 24 MiB leaves margin.
     /// </summary>
     public long GvisorMemoryAllowanceBytes { get; set; } = 24L << 20;
+
+    /// <summary>
+    /// Tasks gVisor's own sandbox (sentry and gofer threads) needs on top of --pids: the cgroup around
+    /// a gVisor sandbox is limited to --pids plus this. Measured here: an idle sandbox uses ~43 tasks,
+    /// one running python a few more; without it `--pids 50` let python fork only twice.
+    /// </summary>
+    public long GvisorPidsAllowance { get; set; } = 64;
 
     /// <summary>Below this a runtime cannot even start its init.</summary>
     public long MinimumMemoryBytes { get; set; } = 8L << 20;
@@ -93,7 +107,7 @@ public sealed class ContainerSupervisor(
 
         var startedAt = time.GetUtcNow();
         var startTimestamp = time.GetTimestamp();
-        Store.Claim(new ContainerState
+        var claim = Store.Claim(new ContainerState
         {
             Id = id,
             Runtime = runtime.Name,
@@ -104,14 +118,22 @@ public sealed class ContainerSupervisor(
             MemoryLimitBytes = request.Limits.MemoryBytes,
         });
 
-        var run = new ContainerRun(id, runtime, request, command);
+        var run = new ContainerRun(id, runtime, request, command) { Claim = claim };
         try
         {
+            if (runtime.Kind == RuntimeKind.Gvisor && GvisorSandboxRuns(id))
+            {
+                // runsc names a sandbox's control socket after its id, host-wide: another state dir's
+                // sandbox of this name would make runsc fail; refused before anything is created.
+                throw CorralException.Conflict($"a gVisor sandbox named '{id}' already runs on this host (another state dir's): gVisor's sandbox names are host-wide");
+            }
+
             return await RunClaimedAsync(run, io, observer, startedAt, startTimestamp, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
             await CleanupAsync(run).ConfigureAwait(false);
+            claim.Dispose(); // still held only when cleanup left something: then the container shows as orphaned
         }
     }
 
@@ -119,8 +141,16 @@ public sealed class ContainerSupervisor(
     public async Task KillAsync(string id, int signal, TimeSpan grace, CancellationToken cancellationToken = default)
     {
         ContainerId.Validate(id);
-        var state = Store.Get(id) ?? throw new CorralException($"no such container: {id}", 1);
+        var state = Store.Get(id) ?? throw new CorralException(ErrorKind.NotFound, $"no such container: {id}", 1);
         var runtime = RuntimeFor(state);
+        if (!Store.IsOwned(id))
+        {
+            // Its supervisor died (kill -9): nothing else will clean up after this container.
+            await ReclaimAsync(id, runtime.Kind).ConfigureAwait(false);
+            return;
+        }
+
+        MarkSignalled(id, signal);
         await SignalAsync(runtime, id, signal, cgroup: null, cancellationToken).ConfigureAwait(false);
         if (signal == Signals.SIGKILL)
         {
@@ -140,8 +170,56 @@ public sealed class ContainerSupervisor(
 
         if (Store.Get(id) is not null && runtime.HasState(id))
         {
+            MarkSignalled(id, Signals.SIGKILL);
             await SignalAsync(runtime, id, Signals.SIGKILL, cgroupDriver?.Open(id), cancellationToken).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Leaves word in the container's bundle that Corral itself sent <paramref name="signal"/>: an
+    /// empty file (no data blocks: it can be made on a full disk), read by the run's exit verdict.
+    /// </summary>
+    private void MarkSignalled(string id, int signal)
+    {
+        try
+        {
+            var bundle = Path.Combine(options.StateDir, "bundles", id);
+            if (Directory.Exists(bundle))
+            {
+                File.Create(Path.Combine(bundle, SignalMarkerPrefix + signal.ToString(CultureInfo.InvariantCulture))).Dispose();
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            Log.CleanupFailed(_logger, id, "mark-signalled", ex.Message);
+        }
+    }
+
+    private const string SignalMarkerPrefix = "corral-signalled-";
+
+    /// <summary>The strongest signal Corral sent this run (SIGKILL wins), from this process or another's marker.</summary>
+    private static int? SignalSent(ContainerRun run)
+    {
+        var sent = run.SignalSent;
+        try
+        {
+            if (run.BundleDir is { } bundle && Directory.Exists(bundle))
+            {
+                foreach (var marker in Directory.EnumerateFiles(bundle, SignalMarkerPrefix + "*"))
+                {
+                    if (int.TryParse(Path.GetFileName(marker)[SignalMarkerPrefix.Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var signal)
+                        && (sent is null || signal == Signals.SIGKILL))
+                    {
+                        sent = signal;
+                    }
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
+
+        return sent;
     }
 
     public CgroupStats? ReadStats(string id) => cgroupDriver?.Open(ContainerId.Validate(id))?.ReadStats();
@@ -158,23 +236,101 @@ public sealed class ContainerSupervisor(
 
     /// <summary>
     /// Removes what the supervisor of <paramref name="id"/> left when it died without cleaning up
-    /// (SIGKILL, a crash): the runtime's container and state, the overlay, the cgroup with every process
-    /// in it, the bundle and the claim. Safe to call when some or all of it is already gone.
+    /// (SIGKILL, a crash): the runtime's container and state (by exact id), the overlay, the cgroup with
+    /// every process in it, the bundle and the claim. Safe to call when some or all of it is already gone.
+    /// Refused (AlreadyExists) while a live supervisor holds the claim; a step that fails is an error.
     /// </summary>
     public async Task ReclaimAsync(string id, RuntimeKind kind)
     {
         ContainerId.Validate(id);
-        var runtime = ContainerRuntimes.Create(kind, runtimeOptions);
-        var bundle = Path.Combine(options.StateDir, "bundles", id);
-        var run = new ContainerRun(id, runtime, null, [])
+        using var claim = Store.TryTakeOver(id)
+            ?? throw CorralException.Conflict($"container {id} is still supervised (its claim is held); stop it with `corral kill {id}`");
+        await ReclaimClaimedAsync(id, [kind], claim).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// `corral gc`: reclaims every container of this state dir whose supervisor died, and bundles no
+    /// claim owns. Containers with a live supervisor are not touched. Returns the ids reclaimed.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> CollectGarbageAsync()
+    {
+        var bundles = Path.Combine(options.StateDir, "bundles");
+        var ids = Store.Ids()
+            .Concat(Directory.Exists(bundles) ? Directory.EnumerateDirectories(bundles).Select(Path.GetFileName).OfType<string>() : [])
+            .Where(id => ContainerId.IsValid(id, out _))
+            .Distinct(StringComparer.Ordinal)
+            .Order(StringComparer.Ordinal)
+            .ToList();
+        var reclaimed = new List<string>();
+        var failures = new List<string>();
+        foreach (var id in ids)
         {
-            BundleDir = bundle,
-            OverlayTarget = Path.Combine(bundle, "rootfs"),
-            Cgroup = cgroupDriver?.Open(id),
-        };
-        Log.Reclaiming(_logger, id, runtime.Name);
-        await ForceStopAsync(run).ConfigureAwait(false);
-        await CleanupAsync(run).ConfigureAwait(false);
+            using var claim = Store.TryTakeOver(id);
+            if (claim is null)
+            {
+                continue; // a live supervisor owns it
+            }
+
+            // The record says which runtime; without one (died before writing it), both are checked.
+            RuntimeKind[] kinds = Store.Get(id) is { } state && ContainerRuntimes.TryParse(state.Runtime, out var kind) ? [kind] : [RuntimeKind.Runc, RuntimeKind.Gvisor];
+            try
+            {
+                await ReclaimClaimedAsync(id, kinds, claim).ConfigureAwait(false);
+                reclaimed.Add(id);
+            }
+            catch (CorralException ex)
+            {
+                failures.Add(ex.Message);
+            }
+        }
+
+        if (failures.Count > 0)
+        {
+            throw CorralException.Runtime(string.Join("; ", failures));
+        }
+
+        return reclaimed;
+    }
+
+    private async Task ReclaimClaimedAsync(string id, IReadOnlyList<RuntimeKind> kinds, ContainerClaim claim)
+    {
+        var bundle = Path.Combine(options.StateDir, "bundles", id);
+        var failures = new List<string>();
+        for (var i = 0; i < kinds.Count; i++)
+        {
+            var runtime = ContainerRuntimes.Create(kinds[i], runtimeOptions);
+            var last = i == kinds.Count - 1;
+            var run = new ContainerRun(id, runtime, null, [])
+            {
+                BundleDir = last ? bundle : null,
+                OverlayTarget = last ? Path.Combine(bundle, "rootfs") : null,
+                Cgroup = cgroupDriver?.Open(id),
+                RuntimeStarted = true,
+            };
+            Log.Reclaiming(_logger, id, runtime.Name);
+            await ForceStopAsync(run).ConfigureAwait(false);
+            failures.AddRange(await CleanupAsync(run).ConfigureAwait(false));
+        }
+
+        if (failures.Count > 0)
+        {
+            throw CorralException.Runtime($"could not remove everything of container {id}: {string.Join("; ", failures)}");
+        }
+
+        claim.Release();
+    }
+
+    private static bool GvisorSandboxRuns(string id)
+    {
+        try
+        {
+            var socket = $" @runsc-sandbox.{id}@";
+            return File.ReadLines("/proc/net/unix").Any(line => line.EndsWith(socket, StringComparison.Ordinal));
+        }
+        catch (IOException)
+        {
+            return false;
+        }
     }
 
     private IContainerRuntime RuntimeFor(ContainerState state)
@@ -191,6 +347,12 @@ public sealed class ContainerSupervisor(
             throw new CorralException("no command given: corral run [options] -- CMD [ARGS...]");
         }
 
+        InputRules.Process(request.Command, request.Env, request.Workdir);
+        if (request.Timeout is { } timeout)
+        {
+            InputRules.Duration("--timeout", timeout);
+        }
+
         if (request.ImageLayers is { } layers)
         {
             if (layers.Count == 0 || layers.Any(l => !Directory.Exists(l)))
@@ -199,11 +361,7 @@ public sealed class ContainerSupervisor(
             }
         }
 
-        var rootfs = request.ImageLayers is null ? Path.GetFullPath(request.Rootfs) : null;
-        if (rootfs is not null && !Directory.Exists(rootfs))
-        {
-            throw new CorralException($"rootfs '{request.Rootfs}' does not exist or is not a directory");
-        }
+        var rootfs = request.ImageLayers is null ? InputRules.Rootfs(request.Rootfs) : null;
 
         try
         {
@@ -211,15 +369,9 @@ public sealed class ContainerSupervisor(
         }
         catch (Exception ex) when (ex is UnauthorizedAccessException or IOException)
         {
-            throw new CorralException($"rootfs '{request.Rootfs}' is not readable: {ex.Message}");
+            throw CorralException.Invalid($"rootfs '{request.Rootfs}' is not readable: {ex.Message}");
         }
 
-        if (request.Workdir is { } workdir && !workdir.StartsWith('/'))
-        {
-            throw new CorralException($"invalid --workdir '{workdir}': must be an absolute path");
-        }
-
-        ValidateEnvNames(request.Env);
 
         if (request.Limits.MemoryBytes is { } memory && memory < options.MinimumMemoryBytes)
         {
@@ -231,15 +383,25 @@ public sealed class ContainerSupervisor(
             throw new CorralException($"invalid --cpus {cpus.ToString(CultureInfo.InvariantCulture)}: must be between 0.01 and the host's CPUs");
         }
 
-        if (request.Limits.Pids is { } pids && pids < 1)
+        if (request.Limits.Pids is { } pids)
         {
-            throw new CorralException($"invalid --pids {pids}: must be at least 1");
+            InputRules.Pids(pids);
         }
 
-        var binary = runtime.Kind == RuntimeKind.Runc ? runtimeOptions.RuncPath : runtimeOptions.RunscPath;
+        if (request.Limits.MemoryBytes is { } bytes && bytes > InputRules.MaxBytes)
+        {
+            throw CorralException.Invalid($"invalid --memory {bytes}: at most 4 EiB");
+        }
+
+        var binary = runtime.Binary;
         if (RuntimeCommandRunner.Locate(binary) is null)
         {
-            throw new CorralException($"runtime binary '{binary}' for {runtime.Name} not found; install it (apt-get install {(runtime.Kind == RuntimeKind.Runc ? "runc" : "runsc")}) or set its path");
+            throw CorralException.Host($"runtime binary '{binary}' for {runtime.Name} not found; install it (apt-get install {ContainerRuntimes.PackageOf(runtime.Kind)}) or set its path");
+        }
+
+        if (runtime.Kind == RuntimeKind.Crun)
+        {
+            CrunHost.EnsureSupported();
         }
 
         if (request.Gpu)
@@ -279,10 +441,7 @@ public sealed class ContainerSupervisor(
     {
         foreach (var (key, _) in env)
         {
-            if (key.Length == 0 || key.Contains('=') || key.Contains('\0'))
-            {
-                throw new CorralException($"invalid environment variable name '{key}'");
-            }
+            InputRules.EnvName(key);
         }
     }
 
@@ -298,10 +457,12 @@ public sealed class ContainerSupervisor(
         if (Directory.Exists(run.BundleDir))
         {
             OverlayRootfs.Unmount(Path.Combine(run.BundleDir, "rootfs"));
-            Directory.Delete(run.BundleDir, recursive: true);
+            PrivateFiles.DeleteTree(options.StateDir, run.BundleDir);
         }
 
-        Directory.CreateDirectory(run.BundleDir);
+        // 0700 whatever the umask: config.json holds the environment (secrets, too).
+        PrivateFiles.CreateDirectory(Path.Combine(options.StateDir, "bundles"));
+        PrivateFiles.CreateOwnDirectory(run.BundleDir);
         var pidFile = Path.Combine(run.BundleDir, "init.pid");
         var rootfsPath = Path.GetFullPath(request.Rootfs);
         if (request.ImageLayers is { } layers)
@@ -315,6 +476,11 @@ public sealed class ContainerSupervisor(
         if (runtime.Kind == RuntimeKind.Gvisor && cgroupLimits.MemoryBytes is { } asked)
         {
             cgroupLimits = cgroupLimits with { MemoryBytes = asked + options.GvisorMemoryAllowanceBytes };
+        }
+
+        if (runtime.Kind == RuntimeKind.Gvisor && cgroupLimits.Pids is { } askedPids)
+        {
+            cgroupLimits = cgroupLimits with { Pids = askedPids + options.GvisorPidsAllowance };
         }
 
         if (cgroupDriver is not null)
@@ -339,7 +505,14 @@ public sealed class ContainerSupervisor(
             Devices = request.Gpu ? GpuDevices.Discover() : [],
         });
         // Not cancellable: a stop asked for this early is handled below like any other, with an exit record.
-        await File.WriteAllTextAsync(Path.Combine(run.BundleDir, "config.json"), SpecBuilder.ToJson(spec), CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            PrivateFiles.WriteAllText(Path.Combine(run.BundleDir, "config.json"), SpecBuilder.ToJson(spec));
+        }
+        catch (IOException ex)
+        {
+            throw CorralException.Host($"cannot write the container's bundle in {options.StateDir}: {ex.Message}", ex);
+        }
 
         var memoryLimitMb = (cgroupLimits.MemoryBytes ?? 0) >> 20;
         run.Watcher = oomWatchers?.Create(run.Cgroup, cgroupLimits.MemoryBytes, () => run.Process?.Id);
@@ -358,7 +531,21 @@ public sealed class ContainerSupervisor(
                     break;
                 case OomEventKind.Livelock:
                     Log.OomLivelock(_logger, run.Id, pid, memoryLimitMb, oom.Detail);
-                    run.Cgroup?.KillAll();
+
+                    // Not here: this runs on the watcher's timer under its lock, and killing until the cgroup
+                    // is empty pauses between rounds (up to seconds for a sandbox slow to die).
+                    _ = Task.Run(() =>
+                    {
+                        try
+                        {
+                            run.Cgroup?.KillAll();
+                        }
+                        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                        {
+                            // Already gone with its container: cleanup kills and removes what is left.
+                            Log.CleanupFailed(_logger, run.Id, "livelock-kill", ex.Message);
+                        }
+                    });
                     break;
                 default:
                     Log.OomLikely(_logger, run.Id, pid, memoryLimitMb, oom.Detail);
@@ -368,8 +555,11 @@ public sealed class ContainerSupervisor(
             observer.OnOom(run.Id, oom);
         });
 
+        // The kernel log from here on names the processes its OOM killer chooses in this container.
+        using var kernelLog = run.Cgroup is not null && cgroupLimits.MemoryBytes is not null ? KernelLogCursor.TryOpenAtEnd() : null;
         var invocation = runtime.Run(run.Id, run.BundleDir, pidFile, request.Gpu);
-        var process = StartRuntimeProcess(invocation, runtime.LaunchesInsideCgroup ? run.Cgroup : null);
+        run.RuntimeStarted = true;
+        var process = StartRuntimeProcess(invocation, runtime.LaunchesInsideCgroup ? run.Cgroup : null, runtime.Kind == RuntimeKind.Gvisor && File.Exists(Setpriv));
         run.Process = process;
         var exited = new TaskCompletionSource<DateTimeOffset>(TaskCreationOptions.RunContinuationsAsynchronously);
         process.Exited += (_, _) => exited.TrySetResult(time.GetUtcNow());
@@ -379,6 +569,7 @@ public sealed class ContainerSupervisor(
             exited.TrySetResult(time.GetUtcNow());
         }
 
+        using var pidsProbe = request.Limits.Pids is not null && run.Cgroup is { } pidsCgroup ? new PidsLimitProbe(pidsCgroup) : null;
         var stdout = new OutputPump(process.StandardOutput.BaseStream, io.Stdout, options.OutputTailBytes);
         var stderr = new OutputPump(process.StandardError.BaseStream, io.Stderr, options.OutputTailBytes);
 
@@ -388,10 +579,18 @@ public sealed class ContainerSupervisor(
         string? startError = null;
         while (!exited.Task.IsCompleted && run.Pid is null)
         {
-            if (TryReadPid(pidFile) is { } pid)
+            if (RuntimePidFile.TryRead(pidFile) is { } pid)
             {
                 run.Pid = pid;
-                Store.Update(Store.Get(run.Id)! with { Pid = pid, Status = "running" });
+                try
+                {
+                    Store.Update(Store.Get(run.Id)! with { Pid = pid, Status = "running" });
+                }
+                catch (IOException ex)
+                {
+                    // A full state dir: `corral ps` shows it without its pid; the run goes on.
+                    Log.CleanupFailed(_logger, run.Id, "record-pid", ex.Message);
+                }
                 Log.ContainerStarted(_logger, run.Id, pid, time.GetElapsedTime(startTimestamp).TotalMilliseconds);
                 if (run.Watcher is { } watcher)
                 {
@@ -434,6 +633,7 @@ public sealed class ContainerSupervisor(
                 if (cancellationToken.IsCancellationRequested)
                 {
                     run.KilledByCorral = true;
+                    run.SignalSent ??= Signals.SIGTERM;
                     await SignalAsync(runtime, run.Id, Signals.SIGTERM, run.Cgroup, CancellationToken.None).ConfigureAwait(false);
                     if (await Task.WhenAny(exited.Task, Task.Delay(options.CancelGrace, time)).ConfigureAwait(false) != exited.Task)
                     {
@@ -468,45 +668,86 @@ public sealed class ContainerSupervisor(
 
         if (startError is not null)
         {
-            throw new CorralException(startError);
+            throw CorralException.Runtime(startError);
         }
 
-        var countedKills = Math.Max(summary.OomKills, stats?.OomKills ?? 0);
-        var diedOfSigkill = exitCode is 137 or 128 && !run.KilledByCorral;
-        if (diedOfSigkill && countedKills == 0 && summary.OomNotified)
+        // The one place that decides how it ended (ExitVerdict): OOM, timeout, the runtime's own failure, the workload's code.
+        var runtimeFailure = RuntimeFailures.Find(runtime.Kind, run.BundleDir, exitCode, stderr.Tail());
+        var verdict = ExitVerdict.Decide(new ExitFacts
+        {
+            RuntimeExitCode = exitCode,
+            Oom = summary,
+            CgroupOomKills = stats?.OomKills,
+            KilledByCorral = run.KilledByCorral,
+            TimedOut = timedOut,
+            RuntimeFailure = runtimeFailure,
+            SignalFromCorral = runtimeFailure is null ? null : SignalSent(run),
+            RuntimeName = runtime.Name,
+        });
+        if (verdict.KillInferred)
         {
             // cgroup v1 counts the kill only in the victim's cgroup, runc's child, which runc may have
             // removed before it could be read; the kernel's OOM notification for the container's cgroup
             // and PID 1's SIGKILL are the kernel's own account of the same kill.
-            countedKills = 1;
+            Log.OomKill(_logger, run.Id, run.Pid ?? 0, 1, (request.Limits.MemoryBytes ?? 0) >> 20);
             lock (run.OomEvents)
             {
                 run.OomEvents.Add(new OomEventRecord("kill", exitedAt, 1, "kernel OOM notification for the container's cgroup and PID 1 killed by SIGKILL (the kill counter was in the runtime's child cgroup, already removed)"));
             }
         }
 
-        var oomKilled = summary.Livelock || (diedOfSigkill && countedKills > 0);
-        if (oomKilled || timedOut)
+        if ((verdict.OomKills > 0 || summary.OomNotified) && kernelLog is not null && run.Cgroup is { } oomCgroup)
         {
-            // gVisor reports 128 for a sandbox the host killed; both runtimes report 137 here.
-            exitCode = 137;
+            var bootedAt = time.GetUtcNow() - TimeSpan.FromMilliseconds(Environment.TickCount64);
+            // The container's own cgroup covers runc's and crun's child (RuntimeCgroupsPath) and gVisor's processes in it.
+            // A kill whose report the kernel rate-limited is known by pid only: the runtime's pid (runc's PID 1, gVisor's sandbox).
+            var victims = kernelLog.ReadKills(oomCgroup.HierarchyPath, run.Pid).Select(victim => new OomEventRecord(
+                "victim",
+                bootedAt + TimeSpan.FromMicroseconds(victim.BootTimeMicroseconds),
+                0,
+                victim.NamesCgroups
+                    ? $"the kernel's OOM killer chose pid {victim.Pid} ({victim.Process}) in memory cgroup {victim.TaskCgroup}"
+                    : $"the kernel's OOM killer chose pid {victim.Pid} ({victim.Process}), the container's runtime pid (the kernel rate-limited its full report)")
+            {
+                VictimPid = victim.Pid,
+                VictimProcess = victim.Process,
+            });
+            lock (run.OomEvents)
+            {
+                run.OomEvents.AddRange(victims);
+            }
         }
+
+        if (verdict.RuntimeFailure is { } failure)
+        {
+            Log.RuntimeFailed(_logger, run.Id, runtime.Name, exitCode, failure);
+            // The package and its binary share the name (runc, crun, runsc).
+            throw CorralException.Runtime($"{ContainerRuntimes.PackageOf(runtime.Kind)} failed to run the container: {failure}");
+        }
+
+        var dropped = stdout.DroppedBytes + stderr.DroppedBytes;
+        if (dropped > 0)
+        {
+            Log.OutputDropped(_logger, run.Id, dropped, stdout.SinkError ?? stderr.SinkError ?? "unknown");
+        }
+
+        var pidsLimitHit = request.Limits.Pids is not null && (stats?.PidsLimitHits > 0 || pidsProbe?.Hits() > 0);
 
         var record = new ExitRecord
         {
             Id = run.Id,
             Runtime = runtime.Name,
             Command = run.Command,
-            ExitCode = exitCode,
-            Signal = Signals.FromExitCode(exitCode),
+            ExitCode = verdict.ExitCode,
+            Signal = Signals.FromExitCode(verdict.ExitCode),
             Pid = run.Pid,
             StartedAt = startedAt,
             ExitedAt = exitedAt,
             DurationMs = (exitedAt - startedAt).TotalMilliseconds,
             TimedOut = timedOut,
-            OomKilled = oomKilled,
-            OomReason = oomKilled ? (summary.Livelock ? "livelock" : "kernel") : null,
-            OomKills = countedKills,
+            OomKilled = verdict.OomKilled,
+            OomReason = verdict.OomReason,
+            OomKills = verdict.OomKills,
             OomLikely = summary.Likely,
             OomStrategy = run.Watcher?.Strategy switch
             {
@@ -517,6 +758,10 @@ public sealed class ContainerSupervisor(
             MemoryLimitBytes = request.Limits.MemoryBytes,
             PeakMemoryBytes = stats?.MemoryPeakBytes,
             CpuUsageNs = stats?.CpuUsageNs,
+            PidsLimit = request.Limits.Pids,
+            PidsLimitHit = pidsLimitHit,
+            OutputDroppedBytes = dropped,
+            ExitNote = verdict.ExitNote,
             OomEvents = SnapshotOomEvents(run),
             StdoutTail = stdout.Tail(),
             StderrTail = stderr.Tail(),
@@ -546,31 +791,37 @@ public sealed class ContainerSupervisor(
         }
     }
 
-    private static int? TryReadPid(string pidFile)
-    {
-        try
-        {
-            var text = File.ReadAllText(pidFile).Trim();
-            return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && pid > 0 ? pid : null;
-        }
-        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException or IOException)
-        {
-            return null;
-        }
-    }
+    /// <summary>util-linux's setpriv: sets the parent-death signal, then execs the command.</summary>
+    private const string Setpriv = "/usr/bin/setpriv";
 
-    private static Process StartRuntimeProcess(RuntimeInvocation invocation, IContainerCgroup? enterCgroup)
+    private static Process StartRuntimeProcess(RuntimeInvocation invocation, IContainerCgroup? enterCgroup, bool dieWithSupervisor)
     {
         ProcessStartInfo info;
-        if (enterCgroup is null)
+        if (dieWithSupervisor)
+        {
+            // SIGKILL when this process dies (kill -9 of `corral run`): `runsc run` then ends, and the
+            // sandbox it started --attached ends with it (measured). It survives exec.
+            info = new ProcessStartInfo(Setpriv);
+            foreach (var arg in (string[])["--pdeathsig", "KILL", "--"])
+            {
+                info.ArgumentList.Add(arg);
+            }
+
+            info.ArgumentList.Add(enterCgroup is null ? invocation.FileName : "/bin/sh");
+        }
+        else if (enterCgroup is null)
         {
             info = new ProcessStartInfo(invocation.FileName);
         }
         else
         {
+            info = new ProcessStartInfo("/bin/sh");
+        }
+
+        if (enterCgroup is not null)
+        {
             // The runtime must be inside the cgroup before it forks the sandbox: a shell enters
             // it, then execs the runtime, so every process the runtime makes is charged there.
-            info = new ProcessStartInfo("/bin/sh");
             info.ArgumentList.Add("-c");
             info.ArgumentList.Add("n=$1; shift; while [ \"$n\" -gt 0 ]; do echo $$ > \"$1\" || { echo \"corral: cannot enter cgroup $1\" >&2; exit 125; }; shift; n=$((n-1)); done; exec \"$@\"");
             info.ArgumentList.Add("corral-launch");
@@ -592,7 +843,55 @@ public sealed class ContainerSupervisor(
         info.RedirectStandardOutput = true;
         info.RedirectStandardError = true;
         info.RedirectStandardInput = false;
-        return Process.Start(info) ?? throw new CorralException($"could not start {invocation.FileName}");
+        return dieWithSupervisor ? StartFromOwnThread(info) : Process.Start(info) ?? throw CorralException.Host($"could not start {invocation.FileName}");
+    }
+
+    /// <summary>
+    /// The parent-death signal fires when the *thread* that forked the child ends, not the process, and
+    /// .NET forks on the calling thread (a thread-pool thread that may retire while the container runs):
+    /// the fork happens on a thread of its own that lives until the child exits.
+    /// </summary>
+    private static Process StartFromOwnThread(ProcessStartInfo info)
+    {
+        Process? started = null;
+        Exception? failure = null;
+        using var ready = new ManualResetEventSlim();
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                started = Process.Start(info);
+            }
+            catch (Exception ex)
+            {
+                failure = ex;
+            }
+            finally
+            {
+                ready.Set();
+            }
+
+            try
+            {
+                started?.WaitForExit();
+            }
+            catch (InvalidOperationException)
+            {
+                // Disposed by the supervisor: it was waited for there.
+            }
+        })
+        {
+            IsBackground = true,
+            Name = "corral-runtime-parent",
+        };
+        thread.Start();
+        ready.Wait();
+        if (failure is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
+        }
+
+        return started ?? throw CorralException.Host($"could not start {info.FileName}");
     }
 
     private async Task SignalAsync(IContainerRuntime runtime, string id, int signal, IContainerCgroup? cgroup, CancellationToken cancellationToken)
@@ -609,6 +908,7 @@ public sealed class ContainerSupervisor(
     private async Task ForceStopAsync(ContainerRun run)
     {
         run.KilledByCorral = true;
+        run.SignalSent = Signals.SIGKILL;
         if (run.Runtime.HasState(run.Id))
         {
             await RuntimeCommandRunner.RunAsync(run.Runtime.Kill(run.Id, Signals.SIGKILL), TimeSpan.FromSeconds(3)).ConfigureAwait(false);
@@ -629,8 +929,10 @@ public sealed class ContainerSupervisor(
         }
     }
 
-    private async Task CleanupAsync(ContainerRun run)
+    /// <summary>Undoes exactly what this run made, newest first; returns the steps that failed (each also logged).</summary>
+    private async Task<List<string>> CleanupAsync(ContainerRun run)
     {
+        var failures = new List<string>();
         try
         {
             if (run.Process is { } process)
@@ -651,48 +953,75 @@ public sealed class ContainerSupervisor(
         run.Watcher?.Dispose();
         await Step(run.Id, "runtime-delete", async () =>
         {
-            if (run.Runtime.HasState(run.Id))
+            // Only a runtime container this run started (or reclaims) is deleted: a refused run never
+            // touches a container of the same name that someone else runs.
+            if (run.RuntimeStarted && run.Runtime.HasState(run.Id))
             {
                 var result = await RuntimeCommandRunner.RunAsync(run.Runtime.Delete(run.Id), options.RuntimeCommandDeadline).ConfigureAwait(false);
                 run.Runtime.RemoveLeftoverState(run.Id);
-                if (!result.Succeeded && run.Runtime.HasState(run.Id))
+                if (run.Runtime.HasState(run.Id))
                 {
-                    throw new IOException(result.Message);
+                    // runsc resolves ids by prefix: while "gp1" exists it refuses "gp" as ambiguous, for
+                    // kill and delete alike. Its sandbox runs in this container's cgroup: kill everything
+                    // there, then remove exactly this id's state files.
+                    run.Cgroup?.KillAll();
+                    run.Runtime.RemoveStateOfStopped(run.Id);
+                }
+
+                if (run.Runtime.HasState(run.Id))
+                {
+                    throw new IOException($"{run.Runtime.Name} still holds state for {run.Id} after delete: {(result.Succeeded ? "(delete succeeded)" : result.Message)}");
                 }
             }
-        }).ConfigureAwait(false);
+        }, failures).ConfigureAwait(false);
+        IReadOnlyList<string> layers = [];
         await Step(run.Id, "overlay", () =>
         {
             if (run.OverlayTarget is { } overlay)
             {
+                layers = OverlayRootfs.LowerDirs(overlay);
                 OverlayRootfs.Unmount(overlay);
             }
 
             return Task.CompletedTask;
-        }).ConfigureAwait(false);
+        }, failures).ConfigureAwait(false);
+        await Step(run.Id, "layers", () =>
+        {
+            // Layers `rmi` had to leave because this overlay used them go now.
+            ImageStore.OfLayers(layers)?.CollectReleasedLayers();
+            return Task.CompletedTask;
+        }, failures).ConfigureAwait(false);
         await Step(run.Id, "cgroup", () =>
         {
             run.Cgroup?.Remove();
             return Task.CompletedTask;
-        }).ConfigureAwait(false);
+        }, failures).ConfigureAwait(false);
         await Step(run.Id, "bundle", () =>
         {
-            if (run.BundleDir is { } bundle && Directory.Exists(bundle))
+            if (run.BundleDir is { } bundle)
             {
-                Directory.Delete(bundle, recursive: true);
+                // Never through a symlink planted in the state dir: only what Corral created goes.
+                PrivateFiles.DeleteTree(options.StateDir, bundle);
             }
 
             return Task.CompletedTask;
-        }).ConfigureAwait(false);
-        await Step(run.Id, "state", () =>
-        {
-            Store.Release(run.Id);
-            return Task.CompletedTask;
-        }).ConfigureAwait(false);
+        }, failures).ConfigureAwait(false);
         run.Process?.Dispose();
+        if (failures.Count == 0)
+        {
+            // The claim goes last, and only when nothing is left: otherwise the container shows as
+            // orphaned (its lock is free once this process exits) and `corral gc` finishes the job.
+            await Step(run.Id, "state", () =>
+            {
+                run.Claim?.Release();
+                return Task.CompletedTask;
+            }, failures).ConfigureAwait(false);
+        }
+
+        return failures;
     }
 
-    private async Task Step(string id, string name, Func<Task> action)
+    private async Task Step(string id, string name, Func<Task> action, List<string> failures)
     {
         try
         {
@@ -701,6 +1030,7 @@ public sealed class ContainerSupervisor(
         catch (Exception ex)
         {
             Log.CleanupFailed(_logger, id, name, ex.Message);
+            failures.Add($"{name}: {ex.Message}");
         }
     }
 
@@ -717,6 +1047,12 @@ public sealed class ContainerSupervisor(
 
         public string? BundleDir { get; set; }
 
+        /// <summary>This process's hold on the name; released last, once nothing of the container is left.</summary>
+        public ContainerClaim? Claim { get; set; }
+
+        /// <summary>The runtime was started for this container (so its runtime state, if any, is this run's to delete).</summary>
+        public bool RuntimeStarted { get; set; }
+
         /// <summary>Where the image's overlay is mounted, once it is.</summary>
         public string? OverlayTarget { get; set; }
 
@@ -732,6 +1068,9 @@ public sealed class ContainerSupervisor(
 
         /// <summary>Corral itself signalled the container (timeout, start deadline, cancellation).</summary>
         public bool KilledByCorral { get; set; }
+
+        /// <summary>The signal this process sent the container, SIGKILL once it force-stopped it.</summary>
+        public int? SignalSent { get; set; }
     }
 
     private sealed class NullObserver : IContainerObserver

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Serialization;
 
 namespace Corral.Supervision;
@@ -54,14 +55,44 @@ public sealed record ExitRecord
 
     public long? CpuUsageNs { get; init; }
 
+    /// <summary>The pids limit the user asked for (gVisor's cgroup adds the runtime allowance on top).</summary>
+    public long? PidsLimit { get; init; }
+
+    /// <summary>A fork or clone in the container failed because the pids limit was reached (pids.events max).</summary>
+    public bool PidsLimitHit { get; init; }
+
+    /// <summary>Output Corral read from the container but could not write to its log or caller (a full disk): dropped, never blocking the workload.</summary>
+    public long OutputDroppedBytes { get; init; }
+
+    /// <summary>
+    /// Set when the runtime, not the workload, decided the exit code: "runtime-error" when it failed
+    /// and Corral's own signal explains it (a kill that landed while the runtime's init still ran).
+    /// </summary>
+    public string? ExitNote { get; init; }
+
     /// <summary>The last bytes the container wrote (UTF-8, up to 4 KiB each).</summary>
     public string StdoutTail { get; init; } = string.Empty;
 
     public string StderrTail { get; init; } = string.Empty;
+
+    /// <summary>The one JSON shape of an exit record: `--result-file`, `corral wait` and the shim's exit.json.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, SupervisionJsonContext.Default.ExitRecord);
 }
 
 /// <summary>One OOM event as the exit record keeps it.</summary>
-public sealed record OomEventRecord(string Kind, DateTimeOffset At, long OomKills, string Detail);
+/// <remarks>
+/// Kind "victim" is the kernel's own log line of a kill in the container's cgroup: it names the process the
+/// OOM killer chose (<see cref="VictimPid"/>, <see cref="VictimProcess"/>); under gVisor that is the
+/// sandbox itself (gVisor has no OOM killer of its own, so the whole sandbox ends).
+/// </remarks>
+public sealed record OomEventRecord(string Kind, DateTimeOffset At, long OomKills, string Detail)
+{
+    /// <summary>The host pid of the process the kernel killed (kind "victim").</summary>
+    public int? VictimPid { get; init; }
+
+    /// <summary>Its command name as the kernel logged it (kind "victim").</summary>
+    public string? VictimProcess { get; init; }
+}
 
 [JsonSourceGenerationOptions(
     PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,

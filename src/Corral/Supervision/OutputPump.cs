@@ -2,12 +2,18 @@ using System.Text;
 
 namespace Corral.Supervision;
 
-/// <summary>Copies one of the container's pipes to the caller, byte for byte, keeping its last bytes.</summary>
+/// <summary>
+/// Copies one of the container's pipes to the caller, byte for byte, keeping its last bytes. It never
+/// stops draining the pipe: when the caller's stream refuses a write (a full disk, a closed terminal),
+/// further output is read, kept in the tail and counted as dropped, so the workload never blocks.
+/// </summary>
 internal sealed class OutputPump
 {
     private readonly byte[] _tail;
     private readonly Lock _gate = new();
     private long _total;
+    private long _dropped;
+    private string? _sinkError;
 
     public OutputPump(Stream source, Stream? sink, int tailBytes)
     {
@@ -25,6 +31,30 @@ internal sealed class OutputPump
             lock (_gate)
             {
                 return _total;
+            }
+        }
+    }
+
+    /// <summary>Bytes read but not written to the caller because its stream failed.</summary>
+    public long DroppedBytes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _dropped;
+            }
+        }
+    }
+
+    /// <summary>Why the caller's stream stopped taking output, if it did.</summary>
+    public string? SinkError
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _sinkError;
             }
         }
     }
@@ -61,8 +91,30 @@ internal sealed class OutputPump
             {
                 if (sink is not null)
                 {
-                    await sink.WriteAsync(buffer.AsMemory(0, read)).ConfigureAwait(false);
-                    await sink.FlushAsync().ConfigureAwait(false);
+                    try
+                    {
+                        await sink.WriteAsync(buffer.AsMemory(0, read)).ConfigureAwait(false);
+                        await sink.FlushAsync().ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (ex is IOException or ObjectDisposedException or NotSupportedException or UnauthorizedAccessException)
+                    {
+                        lock (_gate)
+                        {
+                            _sinkError = ex.Message;
+                            _dropped += read;
+                        }
+
+                        sink = null;
+                        Remember(buffer.AsSpan(0, read));
+                        continue;
+                    }
+                }
+                else if (_sinkError is not null)
+                {
+                    lock (_gate)
+                    {
+                        _dropped += read;
+                    }
                 }
 
                 Remember(buffer.AsSpan(0, read));

@@ -56,7 +56,7 @@ public sealed class DaemonCliTests(DaemonFixture fixture)
 
         var unreachable = await CorralProcess.RunAsync(["--host", "unix:///nonexistent/corral.sock", "inspect", "c-000000000000"]);
         unreachable.ExitCode.ShouldBe(125);
-        unreachable.Stderr.ShouldStartWith("corral: cannot reach the daemon");
+        unreachable.Stderr.ShouldStartWith("corral: no daemon is running at /nonexistent/corral.sock; start one with `corral serve`");
     }
 
     private Task<CorralResult> Cli(params string[] args) => CorralProcess.RunAsync(["--host", Host, .. args]);

@@ -53,6 +53,50 @@ public sealed class DaemonExecTests(DaemonFixture fixture)
 
     [Theory]
     [MemberData(nameof(Runtimes))]
+    public async Task AnExecThatClosesItsStdinWhileTheCallerStillWritesEndsAsItChose(string runtime)
+    {
+        // runc's foreground exec took a SIGPIPE in its own stdin copy once the process had closed its
+        // stdin, and forwarded it to the process: this ended 141 before its echo, every time (issue #10).
+        await using var sandbox = await StartIdleAsync(runtime);
+        for (var i = 0; i < 3; i++)
+        {
+            using var stdin = new DaemonExecStressTests.EndlessStdin(TimeSpan.FromMilliseconds(5));
+            using var stdout = new MemoryStream();
+            var exit = await fixture.Client.ExecAsync(Start(sandbox.Id, ["sh", "-c", "exec 0<&-; sleep 0.3; echo closed; exit 7"]), stdin: stdin, stdout: stdout, cancellationToken: Ct);
+            exit.ExitCode.ShouldBe(7, $"try {i}");
+            Encoding.UTF8.GetString(stdout.ToArray()).ShouldBe("closed\n");
+        }
+
+        // A process that keeps reading still gets everything, and its stdin's end.
+        var cat = await sandbox.ExecAsync(["sh", "-c", "cat; echo done"], "one\ntwo\n", Ct);
+        cat.ExitCode.ShouldBe(0, cat.Stderr);
+        cat.Stdout.ShouldBe("one\ntwo\ndone\n");
+        AssertNoExecFiles(sandbox.Id);
+    }
+
+    [Theory]
+    [MemberData(nameof(Runtimes))]
+    public async Task AnExecThatRunsTheSandboxOutOfMemoryEnds137(string runtime)
+    {
+        // Under gVisor the kernel's kill ends the whole sandbox and runsc exec itself answered 128
+        // ("connecting to control server"): the exec's process died with its sandbox, 137 as under runc.
+        await using var sandbox = await StartIdleAsync(runtime, r => r.MemoryBytes = 64L << 20);
+        await sandbox.WaitRunningAsync(Ct);
+
+        var exec = await sandbox.ExecAsync(["python3", "-c", "b = b'\\x01' * (300 << 20); print('survived')"], cancellationToken: Ct);
+
+        exec.ExitCode.ShouldBe(137, exec.Stderr);
+        exec.Exit.SandboxEnded.ShouldBe(runtime == "gvisor");
+        exec.Stdout.ShouldNotContain("survived");
+        if (runtime == "gvisor")
+        {
+            var exit = await sandbox.WaitAsync(Ct);
+            exit.OomKilled.ShouldBeTrue("gVisor ends the whole sandbox on an OOM kill");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Runtimes))]
     public async Task SeveralExecsRunAtOnceAndAreListedSignalledAndKilledWithTheirCall(string runtime)
     {
         await using var sandbox = await StartIdleAsync(runtime);

@@ -449,19 +449,8 @@ public sealed class DaemonFeatureTests(FeatureDaemonFixture fixture) : IClassFix
 
     private static async Task<(int Code, string Stderr)> ServeAsync(params string[] args)
     {
-        var socket = Path.Combine(Path.GetTempPath(), $"corral-refused-{Guid.NewGuid():N}.sock");
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var arg in (string[])[DaemonProcess.DaemonDll, "--socket", socket, "--shim", CorralProcess.Cli, .. args])
-        {
-            info.ArgumentList.Add(arg);
-        }
-
-        using var process = Process.Start(info)!;
-        var stderr = process.StandardError.ReadToEndAsync(Ct);
-        using var bound = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        bound.CancelAfter(TimeSpan.FromSeconds(30));
-        await process.WaitForExitAsync(bound.Token);
-        File.Exists(socket).ShouldBeFalse("a refused daemon must not listen");
-        return (process.ExitCode, await stderr);
+        var (result, socketLeft) = await DaemonProcess.RefuseAsync(args);
+        socketLeft.ShouldBeFalse("a refused daemon must not listen");
+        return (result.ExitCode, result.Stderr);
     }
 }

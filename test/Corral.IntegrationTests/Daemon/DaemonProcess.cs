@@ -42,6 +42,33 @@ public sealed class DaemonProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// `corral serve` that is expected to refuse its options and exit at once, on a socket and state dir
+    /// of its own: how it ended, and whether it left its socket behind.
+    /// </summary>
+    public static async Task<(CorralResult Result, bool SocketLeft)> RefuseAsync(params string[] args)
+    {
+        var root = Directory.CreateTempSubdirectory("corral-refused-").FullName;
+        try
+        {
+            var socket = Path.Combine(root, "corral.sock");
+            var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+            foreach (var arg in (string[])[DaemonDll, "--socket", socket, "--state-dir", Path.Combine(root, "state"), "--shim", CorralProcess.Cli, .. args])
+            {
+                info.ArgumentList.Add(arg);
+            }
+
+            using var process = Process.Start(info)!;
+            process.StandardInput.Close();
+            var result = await CorralProcess.CollectAsync(process, Stopwatch.StartNew(), TimeSpan.FromSeconds(60));
+            return (result, File.Exists(socket));
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
     /// <summary>Starts a daemon; with <paramref name="root"/>, on the socket and state of an earlier one (a restart).</summary>
     /// <param name="extraArgs">More `corral serve` options (--listen, --capacity-cpus, --data-dir ...).</param>
     public static Task<DaemonProcess> StartAsync(params string[] extraArgs) => StartInAsync(null, extraArgs);
@@ -58,7 +85,9 @@ public sealed class DaemonProcess : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var arg in (string[])[DaemonDll, "--socket", Path.Combine(root, "corral.sock"), "--state-dir", Path.Combine(root, "state"), "--shim", CorralProcess.Cli, .. extraArgs])
+        // A slower host (the emulated cgroup v2 guest) gets a start deadline scaled like the tests' own.
+        string[] scaled = TestHost.TimeScale > 1 && !extraArgs.Contains("--start-timeout") ? ["--start-timeout", $"{(int)(60 * TestHost.TimeScale)}s"] : [];
+        foreach (var arg in (string[])[DaemonDll, "--socket", Path.Combine(root, "corral.sock"), "--state-dir", Path.Combine(root, "state"), "--shim", CorralProcess.Cli, .. scaled, .. extraArgs])
         {
             info.ArgumentList.Add(arg);
         }
@@ -77,7 +106,7 @@ public sealed class DaemonProcess : IAsyncDisposable
                 throw new InvalidOperationException($"the daemon exited with {process.ExitCode}: {await daemon.Output}");
             }
 
-            if (deadline.Elapsed > TimeSpan.FromSeconds(30))
+            if (deadline.Elapsed > TestHost.Scaled(TimeSpan.FromSeconds(30)))
             {
                 await daemon.DisposeAsync();
                 throw new TimeoutException("the daemon did not serve within 30s");

@@ -14,7 +14,7 @@ public sealed class DaemonSandboxTests(DaemonFixture fixture)
 {
     private const string Allocate300Mb = "b = b'\\x01' * (300 << 20); print('survived')";
 
-    public static TheoryData<string> Runtimes => new() { "runc", "gvisor" };
+    public static TheoryData<string> Runtimes => TestRuntimes.All;
 
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
@@ -74,6 +74,7 @@ public sealed class DaemonSandboxTests(DaemonFixture fixture)
         exit.OomReason.ShouldBe("kernel");
         exit.MemoryLimitBytes.ShouldBe(64L << 20);
         exit.StdoutTail.ShouldNotContain("survived");
+        exit.OomEvents.ShouldContain(e => e.Kind == "victim" && e.VictimPid > 0 && e.VictimProcess.Length > 0, "the record names the process the kernel chose");
         var seen = await events.WaitAsync(TimeSpan.FromSeconds(10), Ct);
         var types = seen.Select(e => e.Type).ToList();
         types.ShouldContain(EventType.Oom);
@@ -299,7 +300,7 @@ public sealed class DaemonSandboxTests(DaemonFixture fixture)
         var request = new CreateRequest
         {
             Rootfs = rootfs ?? TestHost.RootfsAsync().GetAwaiter().GetResult(),
-            Runtime = runtime == "runc" ? Protocol.V1.Runtime.Runc : Protocol.V1.Runtime.Gvisor,
+            Runtime = TestRuntimes.Proto(runtime),
         };
         request.Command.AddRange(command);
         configure?.Invoke(request);

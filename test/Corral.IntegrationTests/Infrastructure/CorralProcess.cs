@@ -43,7 +43,7 @@ public static class CorralProcess
     {
         var watch = Stopwatch.StartNew();
         using var process = Start(args, stdin);
-        return await CollectAsync(process, watch, hangDeadline ?? TimeSpan.FromSeconds(90));
+        return await CollectAsync(process, watch, TestHost.Scaled(hangDeadline ?? TimeSpan.FromSeconds(90)));
     }
 
     public static async Task<CorralResult> CollectAsync(Process process, Stopwatch watch, TimeSpan hangDeadline)

@@ -9,6 +9,7 @@ public static class TestHost
     public const string StateDir = "/run/corral";
     public const string RuncRoot = "/run/corral/runc";
     public const string RunscRoot = "/run/corral/runsc";
+    public const string CrunRoot = "/run/corral/crun";
 
     private static readonly Lazy<Task<string>> Image = new(() => new DefaultImage("/var/lib/corral").EnsureAsync());
 
@@ -16,23 +17,47 @@ public static class TestHost
 
     public static bool InCi => string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
 
+    /// <summary>
+    /// How much slower than this machine the host is: CORRAL_TEST_TIME_SCALE (the cgroup v2 guest, under
+    /// software emulation, sets 4); hang deadlines and promptness bounds are multiplied by it.
+    /// </summary>
+    public static double TimeScale { get; } =
+        double.TryParse(Environment.GetEnvironmentVariable("CORRAL_TEST_TIME_SCALE"), System.Globalization.CultureInfo.InvariantCulture, out var scale) && scale >= 1 ? scale : 1;
+
+    public static TimeSpan Scaled(TimeSpan span) => span * TimeScale;
+
     public static string NewId(string prefix) => $"t-{prefix}-{Guid.NewGuid().ToString("N")[..8]}";
 
     /// <summary>Everything that would show a container was left behind, as readable lines (empty when clean).</summary>
-    public static async Task<IReadOnlyList<string>> LeaksAsync(string id)
+    public static Task<IReadOnlyList<string>> LeaksAsync(string id) => LeaksAsync(id, StateDir);
+
+    /// <summary>
+    /// The same for a container of <paramref name="stateDir"/>: its runtime roots are
+    /// <c>&lt;state-dir&gt;/runc</c> and <c>&lt;state-dir&gt;/runsc</c>; a cgroup named <paramref name="id"/> under
+    /// any <c>corral</c> or <c>corral-&lt;ns&gt;</c> parent of any hierarchy counts.
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> LeaksAsync(string id, string stateDir)
     {
         var leaks = new List<string>();
-        if (await ListAsync("runc", RuncRoot) is { } runc && runc.Contains(id, StringComparison.Ordinal))
+        var runcRoot = Path.Combine(stateDir, "runc");
+        var runscRoot = Path.Combine(stateDir, "runsc");
+        if (await ListAsync("runc", runcRoot) is { } runc && runc.Contains(id, StringComparison.Ordinal))
         {
             leaks.Add($"runc list shows {id}");
         }
 
-        if (await ListAsync("runsc", RunscRoot) is { } runsc && runsc.Contains(id, StringComparison.Ordinal))
+        if (await ListAsync("runsc", runscRoot) is { } runsc && runsc.Contains(id, StringComparison.Ordinal))
         {
             leaks.Add($"runsc list shows {id}");
         }
 
-        foreach (var path in new[] { Path.Combine(StateDir, "bundles", id), Path.Combine(StateDir, "containers", id + ".json") })
+        var crunRoot = Path.Combine(stateDir, "crun");
+        if (await ListAsync("crun", crunRoot) is { } crun && crun.Contains(id, StringComparison.Ordinal))
+        {
+            leaks.Add($"crun list shows {id}");
+        }
+
+        foreach (var path in new[] { Path.Combine(stateDir, "bundles", id), Path.Combine(stateDir, "containers", id + ".json"), Path.Combine(stateDir, "containers", id + ".lock") })
         {
             if (Path.Exists(path))
             {
@@ -43,17 +68,22 @@ public static class TestHost
         // runsc keeps <id>_sandbox:<id>.state and .lock; a `runsc list` running while a container
         // is deleted (anyone's, e.g. a benchmark next door) re-creates an empty .lock of it, which
         // no runsc command shows or uses: the state files and runc's directory are what count.
-        if (Directory.Exists(RunscRoot) && Directory.EnumerateFiles(RunscRoot, id + "_sandbox:*.state").Any())
+        if (Directory.Exists(runscRoot) && Directory.EnumerateFiles(runscRoot, id + "_sandbox:*.state").Any())
         {
-            leaks.Add($"runsc state for {id} under {RunscRoot}");
+            leaks.Add($"runsc state for {id} under {runscRoot}");
         }
 
-        if (Directory.Exists(Path.Combine(RuncRoot, id)))
+        if (Directory.Exists(Path.Combine(runcRoot, id)))
         {
-            leaks.Add($"runc state for {id} under {RuncRoot}");
+            leaks.Add($"runc state for {id} under {runcRoot}");
         }
 
-        foreach (var cgroup in CgroupDirs(id).Where(Directory.Exists))
+        if (Directory.Exists(Path.Combine(crunRoot, id)))
+        {
+            leaks.Add($"crun state for {id} under {crunRoot}");
+        }
+
+        foreach (var cgroup in CgroupDirs(id).Concat(NamespacedCgroupDirs(id)).Distinct().Where(Directory.Exists))
         {
             leaks.Add($"cgroup {cgroup} exists");
         }
@@ -93,6 +123,23 @@ public static class TestHost
             if (separator > 4 && separator + 1 < fields.Length && fields[separator + 1] is "cgroup" or "cgroup2")
             {
                 yield return Path.Combine(fields[4], "corral", id);
+            }
+        }
+    }
+
+    /// <summary>corral-&lt;ns&gt;/&lt;id&gt; (a non-default state dir's cgroups) in every cgroup hierarchy mounted.</summary>
+    public static IEnumerable<string> NamespacedCgroupDirs(string id)
+    {
+        foreach (var parent in CgroupDirs(id).Select(d => Path.GetDirectoryName(Path.GetDirectoryName(d)!)!).Distinct())
+        {
+            if (!Directory.Exists(parent))
+            {
+                continue;
+            }
+
+            foreach (var ns in Directory.EnumerateDirectories(parent, "corral-*"))
+            {
+                yield return Path.Combine(ns, id);
             }
         }
     }

@@ -10,10 +10,11 @@ namespace Corral.IntegrationTests.Supervision;
 /// <summary>The foundation's exit cases, end to end through the real CLI on both runtimes.</summary>
 public sealed class ExitDetectionTests
 {
-    public static TheoryData<string> Runtimes => new() { "runc", "gvisor" };
+    public static TheoryData<string> Runtimes => TestRuntimes.All;
 
-    private static TimeSpan ReturnBound(string runtime) => runtime == "gvisor" ? TimeSpan.FromSeconds(2) : TimeSpan.FromSeconds(1);
+    private static TimeSpan ReturnBound(string runtime) => TestHost.Scaled(runtime == "gvisor" ? TimeSpan.FromSeconds(2) : TimeSpan.FromSeconds(1));
 
+    [Trait("Lane", "cgroup2")]
     [Theory]
     [MemberData(nameof(Runtimes))]
     public async Task OsExitZeroReturnsPromptlyWithCompleteOutput(string runtime)
@@ -29,6 +30,7 @@ public sealed class ExitDetectionTests
         (await TestHost.LeaksAsync(run.Id)).ShouldBeEmpty();
     }
 
+    [Trait("Lane", "cgroup2")]
     [Theory]
     [MemberData(nameof(Runtimes))]
     public async Task SysExitZero(string runtime)
@@ -41,6 +43,7 @@ public sealed class ExitDetectionTests
         (await TestHost.LeaksAsync(run.Id)).ShouldBeEmpty();
     }
 
+    [Trait("Lane", "cgroup2")]
     [Theory]
     [MemberData(nameof(Runtimes))]
     public async Task UncaughtExceptionExitsOneWithTracebackOnStderr(string runtime)
@@ -56,6 +59,7 @@ public sealed class ExitDetectionTests
         (await TestHost.LeaksAsync(run.Id)).ShouldBeEmpty();
     }
 
+    [Trait("Lane", "cgroup2")]
     [Theory]
     [MemberData(nameof(Runtimes))]
     public async Task SigtermFromInsideRunsTheHandler(string runtime)
@@ -71,6 +75,7 @@ public sealed class ExitDetectionTests
         (await TestHost.LeaksAsync(run.Id)).ShouldBeEmpty();
     }
 
+    [Trait("Lane", "cgroup2")]
     [Theory]
     [MemberData(nameof(Runtimes))]
     public async Task CorralKillFromOutsideEndsWith143(string runtime)
@@ -120,6 +125,7 @@ public sealed class ExitDetectionTests
         (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
     }
 
+    [Trait("Lane", "cgroup2")]
     [Theory]
     [MemberData(nameof(Runtimes))]
     public async Task ChildOutlivingPid1DoesNotHoldTheExit(string runtime)
@@ -131,6 +137,7 @@ public sealed class ExitDetectionTests
         (await TestHost.LeaksAsync(run.Id)).ShouldBeEmpty();
     }
 
+    [Trait("Lane", "cgroup2")]
     [Theory]
     [MemberData(nameof(Runtimes))]
     public async Task DetachedGrandchildHoldingStdoutDoesNotHoldTheExit(string runtime)
@@ -183,6 +190,7 @@ public sealed class ExitDetectionTests
         (await TestHost.LeaksAsync(run.Id)).ShouldBeEmpty();
     }
 
+    [Trait("Lane", "cgroup2")]
     [Theory]
     [MemberData(nameof(Runtimes))]
     public async Task TimeoutKillsTheContainer(string runtime)
@@ -268,10 +276,11 @@ public sealed class ExitDetectionTests
         var rootfs = await TestHost.RootfsAsync();
         var runs = Enumerable.Range(0, 20).Select(async i =>
         {
-            var runtime = i % 2 == 0 ? "runc" : "gvisor";
+            var runtime = TestRuntimes.Rotation(i);
             var id = TestHost.NewId($"many{i}");
             var result = await CorralProcess.RunAsync(
-                ["run", "--runtime", runtime, "--rootfs", rootfs, "--name", id, "--", "python3", "-c", $"import sys; print('container {i}'); sys.exit({i + 10})"],
+                // Twenty boots at once beside the parallel suite on two cores: a generous start deadline, only to catch a hang.
+                ["run", "--runtime", runtime, "--rootfs", rootfs, "--name", id, "--start-timeout", "150s", "--", "python3", "-c", $"import sys; print('container {i}'); sys.exit({i + 10})"],
                 TimeSpan.FromSeconds(180));
             return (i, id, result);
         }).ToList();
@@ -297,12 +306,12 @@ public sealed class ExitDetectionTests
 
     internal static async Task<RunOutcome> RunAsync(string runtime, string[] options, params string[] command)
     {
-        RuntimeCheck.Require(runtime == "runc" ? "runc" : "runsc");
+        RuntimeCheck.Require(TestRuntimes.Binary(runtime));
         var id = TestHost.NewId(runtime);
         var resultFile = Path.Combine(Path.GetTempPath(), id + ".json");
         var rootfs = await TestHost.RootfsAsync();
         var watch = Stopwatch.StartNew();
-        using var process = CorralProcess.Start(["run", "--runtime", runtime, "--rootfs", rootfs, "--name", id, "--result-file", resultFile, .. options, "--", .. command]);
+        using var process = CorralProcess.Start(["run", "--runtime", runtime, "--rootfs", rootfs, "--name", id, "--result-file", resultFile, .. ScaledStartTimeout(options), .. options, "--", .. command]);
         var stdoutBytes = new MemoryStream();
         var copy = process.StandardOutput.BaseStream.CopyToAsync(stdoutBytes);
         var stderrTask = process.StandardError.ReadToEndAsync();
@@ -314,7 +323,7 @@ public sealed class ExitDetectionTests
             exited.TrySetResult(DateTimeOffset.UtcNow);
         }
 
-        if (await Task.WhenAny(exited.Task, Task.Delay(TimeSpan.FromSeconds(90))) != exited.Task)
+        if (await Task.WhenAny(exited.Task, Task.Delay(TestHost.Scaled(TimeSpan.FromSeconds(90)))) != exited.Task)
         {
             process.Kill(entireProcessTree: true);
             throw new TimeoutException("corral run hung");
@@ -335,13 +344,19 @@ public sealed class ExitDetectionTests
         return new RunOutcome(id, result, record, stdoutBytes.ToArray());
     }
 
+    /// <summary>The CLI's 60 s start deadline, scaled where the host is slower (the emulated v2 guest), unless the test sets one.</summary>
+    private static string[] ScaledStartTimeout(string[] options) =>
+        TestHost.TimeScale > 1 && !options.Contains("--start-timeout")
+            ? ["--start-timeout", $"{(int)(60 * TestHost.TimeScale)}s"]
+            : [];
+
     private static async Task<(Process Process, Stopwatch Watch)> StartDetachedAsync(string runtime, string id, params string[] command)
     {
-        RuntimeCheck.Require(runtime == "runc" ? "runc" : "runsc");
+        RuntimeCheck.Require(TestRuntimes.Binary(runtime));
         var rootfs = await TestHost.RootfsAsync();
         var watch = Stopwatch.StartNew();
-        var process = CorralProcess.Start(["run", "--runtime", runtime, "--rootfs", rootfs, "--name", id, "--", .. command]);
-        var ready = await process.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        var process = CorralProcess.Start(["run", "--runtime", runtime, "--rootfs", rootfs, "--name", id, .. ScaledStartTimeout([]), "--", .. command]);
+        var ready = await process.StandardOutput.ReadLineAsync().WaitAsync(TestHost.Scaled(TimeSpan.FromSeconds(60)));
         ready.ShouldBe("ready");
         return (process, watch);
     }

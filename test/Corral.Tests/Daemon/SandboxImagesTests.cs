@@ -57,9 +57,9 @@ public sealed class SandboxImagesTests : IDisposable
     [Fact]
     public async Task AnImageNotInTheStoreIsNotFound()
     {
-        var ex = await Should.ThrowAsync<SandboxException>(() => Images().ApplyAsync(Request(string.Empty), "localhost/absent:1", Ct));
+        var ex = await Should.ThrowAsync<CorralException>(() => Images().ApplyAsync(Request(string.Empty), "localhost/absent:1", Ct));
 
-        ex.Kind.ShouldBe(SandboxErrorKind.NotFound);
+        ex.Kind.ShouldBe(ErrorKind.NotFound);
         ex.Message.ShouldContain(_dataDir);
     }
 

@@ -46,6 +46,25 @@ internal sealed class TarBuilder
         return this;
     }
 
+    public TarBuilder Entry(TarEntry entry)
+    {
+        _entries.Add(() => entry);
+        return this;
+    }
+
+    /// <summary>A gzip-compressed tar of one file of <paramref name="size"/> zero bytes, made without holding it in memory.</summary>
+    public static byte[] GzipZeros(string name, long size)
+    {
+        using var buffer = new MemoryStream();
+        using (var gzip = new GZipStream(buffer, CompressionLevel.SmallestSize, leaveOpen: true))
+        using (var writer = new TarWriter(gzip, TarEntryFormat.Pax, leaveOpen: true))
+        {
+            writer.WriteEntry(new PaxTarEntry(TarEntryType.RegularFile, name) { DataStream = new ZeroStream(size) });
+        }
+
+        return buffer.ToArray();
+    }
+
     public byte[] Tar()
     {
         using var buffer = new MemoryStream();
@@ -72,6 +91,43 @@ internal sealed class TarBuilder
 
         return buffer.ToArray();
     }
+}
+
+/// <summary>Zeros, seekable, of a given length.</summary>
+internal sealed class ZeroStream(long length) : Stream
+{
+    public override bool CanRead => true;
+
+    public override bool CanSeek => true;
+
+    public override bool CanWrite => false;
+
+    public override long Length => length;
+
+    public override long Position { get; set; }
+
+    public override int Read(byte[] buffer, int offset, int count)
+    {
+        var n = (int)Math.Min(count, length - Position);
+        Array.Clear(buffer, offset, n);
+        Position += n;
+        return n;
+    }
+
+    public override void Flush()
+    {
+    }
+
+    public override long Seek(long offset, SeekOrigin origin) => Position = origin switch
+    {
+        SeekOrigin.Begin => offset,
+        SeekOrigin.Current => Position + offset,
+        _ => length + offset,
+    };
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }
 
 /// <summary>A temporary directory, deleted with its content.</summary>

@@ -21,7 +21,7 @@ public sealed class RuntimeArgumentTests
         var runc = ContainerRuntimes.Create(RuntimeKind.Runc, Options);
 
         runc.Run("c1", "/b/c1", "/b/c1/init.pid", gpu: false).ShouldBe(new RuntimeInvocation(
-            "/usr/sbin/runc", ["--root", "/run/corral/runc", "run", "--bundle", "/b/c1", "--pid-file", "/b/c1/init.pid", "c1"]),
+            "/usr/sbin/runc", ["--root", "/run/corral/runc", "--log", "/b/c1/runtime.log", "--log-format", "json", "run", "--bundle", "/b/c1", "--pid-file", "/b/c1/init.pid", "c1"]),
             new RuntimeInvocationComparer());
         runc.LaunchesInsideCgroup.ShouldBeFalse();
         runc.Name.ShouldBe("runc");
