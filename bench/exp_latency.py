@@ -77,7 +77,7 @@ def lifecycle(ctx) -> b.Result:
     t.notes += [
         "bare: the runtime binary run in the foreground on a bundle with " + b.SPEC_SOURCE + "; runsc with `--platform ptrace --network none --ignore-cgroups`, as Corral runs it; crun like runc (no podman variant for crun).",
         "corral: " + b.cli_description().replace(" ...", " --runtime R --rootfs DEFAULT --name ID --result-file F -- CMD") + " (the built CLI directly, not the ./corral wrapper). "
-        "There is no daemon yet, so every Corral figure includes starting a .NET process (the CLI); a daemon would not pay that per container.",
+        "Every Corral figure here includes starting a process (the CLI); the daemon path, which does not pay that per container, is the daemon experiment.",
         "request to exitedAt: from spawning the CLI to the `exitedAt` of its exit record (the moment Corral saw the runtime exit); "
         "request to CLI return: until the CLI process returned, cleanup (runtime delete, bundle removal) included.",
         "podman: " + ("`podman --runtime BIN [--runtime-flag network=none] run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024` on the default rootfs imported with `podman import`."
@@ -144,7 +144,7 @@ def exit_detection(ctx) -> b.Result:
         "gVisor reads it through its own vDSO, so a small offset there is possible).",
         "exitedAt is the exit record's field: when Corral saw the runtime process exit. CLI return includes Corral's cleanup and .NET shutdown.",
         "The reference is the bare runtime process returning to the harness (no Corral).",
-        "Corral through the CLI (" + b.cli_description() + "): there is no daemon yet.",
+        "Corral through the CLI (" + b.cli_description() + "); the daemon path is the daemon experiment.",
     ]
     res.tables.append(t)
     res.plots.append(b.box_plot(os.path.join(ctx.out, "exit_detection.png"), "PID 1 death to exit seen (ms)", groups, "ms", log=True))

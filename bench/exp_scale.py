@@ -59,7 +59,7 @@ def throughput(ctx) -> b.Result:
     t.notes += [
         "Each cell starts its containers from a pool of `concurrency` workers and divides the containers that exited 0 by the wall time of the whole batch.",
         "bare: `runc run` / `runsc --platform ptrace --network none --ignore-cgroups run` on the same bundle; corral: " + b.cli_description() + " "
-        "(one .NET process per container: there is no daemon yet).",
+        "(one CLI process per container; the daemon path is the daemon experiment).",
         f"The machine has {os.cpu_count()} CPUs, shared with other work.",
     ]
     res.tables.append(t)
@@ -153,7 +153,7 @@ def density(ctx) -> b.Result:
             t.notes.append(f"after cleanup: {e}")
     t.notes += [
         f"Idle window {idle_s} s, two seconds after the last sandbox reached running; CPU is utime+stime from /proc over that window, scaled to a minute.",
-        "supervisor: the `corral run` CLI process (there is no daemon yet: one .NET process supervises one sandbox). PSS shares the .NET runtime's "
+        "supervisor: the `corral run` CLI process (one process supervises one sandbox). PSS shares the .NET runtime's "
         "pages among the supervisors, so it is what one more supervisor costs more honestly than RSS.",
         "runtime+sandbox: every descendant of the supervisor (runc run and the container's init; runsc run, its sandbox, gofer and the workload), RSS summed "
         "(shared pages counted in each process).",

@@ -541,9 +541,10 @@ class Process:
             return bool(info["exit"].oom_killed)
         if self.sandbox_ended:
             # The sandbox died under the exec (gVisor ends it whole on an OOM kill; the daemon reports
-            # the exec 137); its exit record follows a moment later and says whether memory ended it.
+            # the exec 137); its exit record follows (seconds later on a busy host: the shim reaps and
+            # cleans up first) and says whether memory ended it.
             try:
-                return bool(self.sandbox.wait(10).oom_killed)
+                return bool(self.sandbox.wait(60).oom_killed)
             except Exception:  # noqa: BLE001 - no record in time: not known to be an OOM kill
                 return False
         return False

@@ -171,7 +171,8 @@ def test_the_readme_examples(client, runtime, memory, exit_code, oom_killed, std
     with Sandbox(cpu=1, memory=memory, runtime=runtime, client=client).create() as sandbox:
         process = sandbox.process.exec("python3", "-c", work)
         process.wait(120)
-        assert (process.exit_code, process.oom_killed) == (exit_code, oom_killed)
+        seen = (process.exit_code, process.oom_killed, process.sandbox_ended)
+        assert (process.exit_code, process.oom_killed) == (exit_code, oom_killed), f"exec {seen}, sandbox {sandbox.info()}"
         assert process.stdout.read() == stdout
         # runsc itself ends 128 for an exec whose sandbox the OOM kill took: the daemon says the sandbox ended.
         assert process.sandbox_ended == (oom_killed and runtime == "gvisor")

@@ -77,7 +77,7 @@ public sealed class SandboxExecs(SandboxRegistry registry, ContainerExecutor exe
             await sandbox.ChangedAsync(cancellationToken).ConfigureAwait(false);
         }
 
-        if (sandbox.HasEnded || sandbox.Completion.IsCompleted)
+        if (sandbox.HasEnded)
         {
             throw CorralException.Precondition($"sandbox {id} has ended; exec needs a running sandbox");
         }

@@ -50,18 +50,26 @@ public sealed record SandboxRecord
 [JsonSerializable(typeof(SandboxRecord))]
 internal sealed partial class DaemonJsonContext : JsonSerializerContext;
 
-/// <summary>One sandbox the daemon runs or ran: its record, its shim's directory, and how it ended.</summary>
+/// <summary>
+/// One sandbox the daemon runs or ran: its record, its shim's directory, and its state
+/// (<see cref="SandboxLifecycle"/>), from which <see cref="HasEnded"/>, <see cref="Completion"/> and the
+/// record's status derive. The registry moves it; each move happens once.
+/// </summary>
 public sealed class Sandbox
 {
     private static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(1);
     private readonly Lock _gate = new();
     private readonly TaskCompletionSource<ExitRecord> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private SandboxRecord _record;
+    private SandboxState _state;
+    private int? _announcedPid;
+    private ExitRecord? _exit;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     internal Sandbox(SandboxRecord record, ShimDirectory files)
     {
         _record = record;
+        _state = SandboxLifecycle.Restored(record.Status);
         Files = files;
         _completion.Task.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
     }
@@ -83,26 +91,42 @@ public sealed class Sandbox
         }
     }
 
-    public bool HasEnded => Record.Status is SandboxStatus.Exited or SandboxStatus.Failed;
+    public SandboxState State
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _state;
+            }
+        }
+    }
 
-    /// <summary>Completes after the run ended and everything it made on the host was removed.</summary>
+    public bool HasEnded => SandboxLifecycle.HasEnded(State);
+
+    /// <summary>Completes when the sandbox ended (exited, or failed with the reason) and everything it made on the host was removed.</summary>
     public Task<ExitRecord> Completion => _completion.Task;
 
-    public ExitRecord? Exit { get; internal set; }
+    public ExitRecord? Exit
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _exit;
+            }
+        }
+    }
 
     /// <summary>The shim process when this daemon started it; null for one adopted after a restart.</summary>
     internal System.Diagnostics.Process? Shim { get; set; }
 
     internal IDisposable? Watch { get; set; }
 
-    internal bool StartedPublished { get; set; }
-
     /// <summary>Held while the sandbox ends or is removed, so those happen (and are told) in order.</summary>
     internal Lock EndGate { get; } = new();
 
-    /// <summary>Kill before the container started, or the daemon's shutdown: the shim is to stop the run.</summary>
-    internal volatile bool StopRequested;
-
+    /// <summary>Whether the shim got its SIGTERM for a stop (<see cref="SandboxState.Stopping"/>).</summary>
     internal volatile bool StopSent;
 
     internal int OomEventsPublished { get; set; }
@@ -141,16 +165,111 @@ public sealed class Sandbox
         changed.TrySetResult();
     }
 
-    internal void Complete(ExitRecord exit) => _completion.TrySetResult(exit);
+    /// <summary>
+    /// The runtime reported <paramref name="pid"/>: true the first time this pid is seen (announce it);
+    /// <paramref name="changed"/> is the record to keep when it changed (running, with the pid).
+    /// </summary>
+    internal bool Start(int pid, out SandboxRecord? changed)
+    {
+        changed = null;
+        lock (_gate)
+        {
+            if (SandboxLifecycle.Next(_state, SandboxTrigger.Start) is not { } next || _announcedPid == pid)
+            {
+                return false;
+            }
 
-    internal void Fail(Exception error) => _completion.TrySetException(error);
+            _state = next;
+            _announcedPid = pid;
+            var status = SandboxLifecycle.ToStatus(next);
+            if (_record.Status != status || _record.Pid != pid)
+            {
+                changed = _record = _record with { Status = status, Pid = pid };
+            }
 
-    internal SandboxRecord Update(Func<SandboxRecord, SandboxRecord> change)
+            return true;
+        }
+    }
+
+    /// <summary>A stop was asked: true when this moved the sandbox to <see cref="SandboxState.Stopping"/>.</summary>
+    internal bool Stop() => Move(SandboxTrigger.Stop);
+
+    /// <summary>
+    /// The shim's exit record: true when this ended the sandbox. <paramref name="announce"/> gets the record
+    /// to keep (to store it and publish the event) before <see cref="Completion"/> completes, so that a waiter
+    /// (or a daemon shutting down) never sees the end before the event is out.
+    /// </summary>
+    internal bool Exited(ExitRecord exit, Action<SandboxRecord> announce)
+    {
+        SandboxRecord record;
+        lock (_gate)
+        {
+            if (SandboxLifecycle.Next(_state, SandboxTrigger.Exit) is not { } next)
+            {
+                return false;
+            }
+
+            _state = next;
+            _exit = exit;
+            record = _record = _record with { Status = SandboxLifecycle.ToStatus(next) };
+        }
+
+        try
+        {
+            announce(record);
+        }
+        finally
+        {
+            _completion.TrySetResult(exit);
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// It could not run, or its supervision was lost: true when this ended the sandbox; <paramref name="announce"/>
+    /// as for <see cref="Exited"/>, then <see cref="Completion"/> fails with <paramref name="cause"/>.
+    /// </summary>
+    internal bool Failed(string error, Exception cause, Action<SandboxRecord> announce)
+    {
+        SandboxRecord record;
+        lock (_gate)
+        {
+            if (SandboxLifecycle.Next(_state, SandboxTrigger.Fail) is not { } next)
+            {
+                return false;
+            }
+
+            _state = next;
+            record = _record = _record with { Status = SandboxLifecycle.ToStatus(next), Error = error };
+        }
+
+        try
+        {
+            announce(record);
+        }
+        finally
+        {
+            _completion.TrySetException(cause);
+        }
+
+        return true;
+    }
+
+    /// <summary>A caller removed it: true when it had ended and now is removed.</summary>
+    internal bool Removed() => Move(SandboxTrigger.Remove);
+
+    private bool Move(SandboxTrigger trigger)
     {
         lock (_gate)
         {
-            _record = change(_record);
-            return _record;
+            if (SandboxLifecycle.Next(_state, trigger) is not { } next || next == _state)
+            {
+                return false;
+            }
+
+            _state = next;
+            return true;
         }
     }
 }

@@ -241,7 +241,7 @@ public sealed class SandboxRegistry(
         {
             await supervisor.KillAsync(id, signal, grace, cancellationToken).ConfigureAwait(false);
         }
-        catch (CorralException) when (sandbox.HasEnded || sandbox.Completion.IsCompleted || !sandbox.Files.IsShimAlive())
+        catch (CorralException) when (sandbox.HasEnded || !sandbox.Files.IsShimAlive())
         {
             // It ended while we signalled it: that is what was asked.
         }
@@ -258,7 +258,7 @@ public sealed class SandboxRegistry(
                 throw CorralException.Precondition($"sandbox {id} is still running; kill it first (Kill), then remove it");
             }
 
-            if (!_sandboxes.TryRemove(new KeyValuePair<string, Sandbox>(id, sandbox)))
+            if (!_sandboxes.TryRemove(new KeyValuePair<string, Sandbox>(id, sandbox)) || !sandbox.Removed())
             {
                 return;
             }
@@ -325,7 +325,7 @@ public sealed class SandboxRegistry(
     public async Task StoppingAsync(CancellationToken cancellationToken)
     {
         _stopping = true;
-        var running = _sandboxes.Values.Where(s => !s.Completion.IsCompleted).ToList();
+        var running = _sandboxes.Values.Where(s => !s.HasEnded).ToList();
         if (running.Count > 0)
         {
             DaemonLog.StoppingSandboxes(logger, running.Count, string.Join(',', running.Select(s => s.Id)));
@@ -338,7 +338,7 @@ public sealed class SandboxRegistry(
             var bound = _options.ShutdownGrace + TimeSpan.FromSeconds(20);
             if (await Task.WhenAny(all, Task.Delay(bound, time, CancellationToken.None)).ConfigureAwait(false) != all)
             {
-                DaemonLog.StillRunning(logger, string.Join(',', running.Where(s => !s.Completion.IsCompleted).Select(s => s.Id)));
+                DaemonLog.StillRunning(logger, string.Join(',', running.Where(s => !s.HasEnded).Select(s => s.Id)));
             }
         }
 
@@ -410,8 +410,11 @@ public sealed class SandboxRegistry(
         }
         catch (Exception ex)
         {
+            // Failed like any sandbox that could not run: its record, its event, and a completion that
+            // lets Wait answer, Remove proceed and admission release its limits.
             DaemonLog.MonitorFailed(logger, sandbox.Id, ex.Message);
-            sandbox.Fail(CorralException.Host($"the daemon lost track of the sandbox: {ex.Message}"));
+            var error = $"the daemon lost track of the sandbox: {ex.Message}";
+            MarkFailed(sandbox, error, CorralException.Host(error));
         }
         finally
         {
@@ -443,7 +446,7 @@ public sealed class SandboxRegistry(
     /// <summary>Takes in what the shim wrote, publishing events in order; true once the sandbox ended.</summary>
     private bool Refresh(Sandbox sandbox)
     {
-        if (sandbox.Completion.IsCompleted)
+        if (sandbox.HasEnded)
         {
             return true;
         }
@@ -452,17 +455,16 @@ public sealed class SandboxRegistry(
         if (status is not null)
         {
             sandbox.ShimPid = status.ShimPid;
-            if (sandbox.StopRequested && !sandbox.StopSent)
+            if (sandbox.State == SandboxState.Stopping && !sandbox.StopSent)
             {
                 sandbox.StopSent = sandbox.Files.SignalShim(status.ShimPid, Signals.SIGTERM);
             }
 
-            if (status.Pid is { } pid && !sandbox.StartedPublished)
+            if (status.Pid is { } pid && sandbox.Start(pid, out var started))
             {
-                sandbox.StartedPublished = true;
-                if (sandbox.Record.Status == SandboxStatus.Created || sandbox.Record.Pid != pid)
+                if (started is not null)
                 {
-                    WriteRecord(sandbox.Update(r => r with { Status = SandboxStatus.Running, Pid = pid }));
+                    WriteRecord(started);
                 }
 
                 _events.Publish(SandboxEventType.Started, sandbox.Id, pid);
@@ -495,10 +497,15 @@ public sealed class SandboxRegistry(
 
             lock (sandbox.EndGate)
             {
-                sandbox.Exit = exit;
-                WriteRecord(sandbox.Update(r => r with { Status = SandboxStatus.Exited }));
-                _events.Publish(SandboxEventType.Exited, sandbox.Id, exit.Pid, exit: exit);
-                sandbox.Complete(exit);
+                var ended = sandbox.Exited(exit, record =>
+                {
+                    WriteRecord(record);
+                    _events.Publish(SandboxEventType.Exited, sandbox.Id, exit.Pid, exit: exit);
+                });
+                if (!ended)
+                {
+                    return true;
+                }
             }
 
             if (!_recovering)
@@ -512,23 +519,35 @@ public sealed class SandboxRegistry(
 
         if (sandbox.Files.ReadFailure()?.Error is { } error)
         {
-            lock (sandbox.EndGate)
-            {
-                WriteRecord(sandbox.Update(r => r with { Status = SandboxStatus.Failed, Error = error }));
-                _events.Publish(SandboxEventType.Failed, sandbox.Id, detail: error);
-                sandbox.Fail(new CorralException(error));
-            }
-
-            if (!_recovering)
-            {
-                metrics?.SandboxFailed(sandbox.Record.Runtime);
-            }
-
-            DaemonLog.SandboxFailed(logger, sandbox.Id, error);
+            MarkFailed(sandbox, error, new CorralException(error));
             return true;
         }
 
         return false;
+    }
+
+    /// <summary>Ends a sandbox that could not run (or was lost): its record, its event, its completion, once.</summary>
+    private void MarkFailed(Sandbox sandbox, string error, Exception cause)
+    {
+        lock (sandbox.EndGate)
+        {
+            var failed = sandbox.Failed(error, cause, record =>
+            {
+                WriteRecord(record);
+                _events.Publish(SandboxEventType.Failed, sandbox.Id, detail: error);
+            });
+            if (!failed)
+            {
+                return;
+            }
+        }
+
+        if (!_recovering)
+        {
+            metrics?.SandboxFailed(sandbox.Record.Runtime);
+        }
+
+        DaemonLog.SandboxFailed(logger, sandbox.Id, error);
     }
 
     /// <summary>
@@ -537,7 +556,12 @@ public sealed class SandboxRegistry(
     /// </summary>
     private static void RequestStop(Sandbox sandbox)
     {
-        sandbox.StopRequested = true;
+        sandbox.Stop();
+        if (sandbox.State != SandboxState.Stopping)
+        {
+            return;
+        }
+
         if (sandbox.Files.ReadStatus() is { } status)
         {
             sandbox.StopSent = sandbox.Files.SignalShim(status.ShimPid, Signals.SIGTERM);

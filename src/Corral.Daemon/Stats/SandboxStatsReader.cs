@@ -37,7 +37,7 @@ public sealed class SandboxStatsReader(SandboxRegistry registry, ContainerSuperv
 
     private static void ThrowIfEnded(Sandbox sandbox)
     {
-        if (sandbox.HasEnded || sandbox.Completion.IsCompleted)
+        if (sandbox.HasEnded)
         {
             throw CorralException.Precondition($"sandbox {sandbox.Id} has ended: its exit record (Wait, Inspect) has its peak memory and cpu time");
         }

@@ -152,9 +152,35 @@ public sealed class ContainerExecutor(
         return exec;
     }
 
-    /// <summary>The container is still known, its bundle still there and its PID 1 alive.</summary>
+    /// <summary>The container is still known, its bundle still there and its PID 1 alive (a zombie is not: it died and waits for its parent).</summary>
     internal bool StillRunning(string id, string bundle) =>
-        _store.Get(id) is { Pid: { } pid } && File.Exists(Path.Combine(bundle, "config.json")) && (LibC.kill(pid, 0) == 0 || LibC.LastError != LibC.ESRCH);
+        _store.Get(id) is { Pid: { } pid } && File.Exists(Path.Combine(bundle, "config.json")) && (LibC.kill(pid, 0) == 0 || LibC.LastError != LibC.ESRCH) && !IsZombie(pid);
+
+    /// <summary>
+    /// The process died and is not reaped yet (state Z or X in /proc/PID/stat). gVisor's sandbox killed by
+    /// the kernel stays a zombie until runsc reaps it, seconds later on a busy host, while runsc exec has
+    /// already lost it.
+    /// </summary>
+    private static bool IsZombie(int pid)
+    {
+        string stat;
+        try
+        {
+            stat = File.ReadAllText($"/proc/{pid}/stat");
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
+
+        // "pid (comm) S ...": comm may hold spaces and parentheses, the state follows the last ')'.
+        var close = stat.LastIndexOf(')');
+        return close >= 0 && close + 2 < stat.Length && stat[close + 2] is 'Z' or 'X';
+    }
 
     internal SupervisorOptions Options => options;
 
