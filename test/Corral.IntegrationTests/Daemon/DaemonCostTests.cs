@@ -1,125 +1,24 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Text;
 using Corral.IntegrationTests.Infrastructure;
-using Corral.Protocol.V1;
 using Shouldly;
 using Xunit;
 
 namespace Corral.IntegrationTests.Daemon;
 
 /// <summary>
-/// What the daemon costs: latency added per sandbox lifecycle against bare `runc run` / `runsc run`
-/// of the same bundle, per exec against bare `runc exec` / `runsc exec` into the same container, and
-/// memory per idle gVisor sandbox with 100 of them. Figures go to .build/daemon-figures.md; timing
-/// is never asserted, correctness and cleanup are.
+/// What idle sandboxes cost: memory per idle gVisor sandbox with 100 of them (figures to
+/// .build/daemon-figures.md; one shim each and nothing left after, asserted). The daemon path's latency
+/// and throughput against the bare runtime are the bench's (`./corral bench --only daemon`).
 /// </summary>
 [Collection(DaemonLoadCollection.Name)]
 public sealed class DaemonCostTests(DaemonFixture fixture)
 {
-    private const int Rounds = 10;
     private const int IdleSandboxes = 100;
 
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     private static string FiguresFile => Path.Combine(CorralProcess.RepoRoot, ".build", "daemon-figures.md");
-
-    [Theory]
-    [InlineData("runc")]
-    [InlineData("gvisor")]
-    public async Task LifecycleLatencyAgainstTheBareRuntime(string runtime)
-    {
-        // The bundle Corral would use, from `corral spec`, run by the runtime itself.
-        var spec = await CorralProcess.RunAsync(["spec", "--rootfs", fixture.Rootfs, "--", "true"]);
-        spec.ExitCode.ShouldBe(0, spec.Stderr);
-        var bundle = Directory.CreateTempSubdirectory("corral-bare-bundle-").FullName;
-        var root = Directory.CreateTempSubdirectory("corral-bare-root-").FullName;
-        try
-        {
-            await File.WriteAllTextAsync(Path.Combine(bundle, "config.json"), spec.Stdout, Ct);
-            var created = string.Empty;
-            var (bare, daemon) = await AlternateAsync(
-                Rounds,
-                async () => (await RunAsync(Binary(runtime), [.. BareGlobalArgs(runtime, root), "run", "--bundle", bundle, TestHost.NewId("bare")])).ShouldBe(0),
-                async () =>
-                {
-                    created = fixture.Track(await fixture.Client.CreateAsync(DaemonSandboxTests.Request(runtime, ["true"], rootfs: fixture.Rootfs), Ct));
-                    (await fixture.Client.WaitAsync(created, Ct)).ExitCode.ShouldBe(0);
-                },
-                async () =>
-                {
-                    await fixture.Client.RemoveAsync(created, Ct);
-                    (await TestHost.LeaksAsync(created)).ShouldBeEmpty();
-                });
-            Report($"lifecycle-{runtime}", $"| lifecycle `/bin/true`, {runtime}, median of {Rounds} | bare `{Binary(runtime)} run` {Compare(bare, daemon, "Create→Wait")}");
-        }
-        finally
-        {
-            Directory.Delete(bundle, recursive: true);
-            Directory.Delete(root, recursive: true);
-        }
-    }
-
-    [Theory]
-    [InlineData("runc")]
-    [InlineData("gvisor")]
-    public async Task ExecLatencyAgainstTheBareRuntime(string runtime)
-    {
-        await using var sandbox = await fixture.Client.StartAsync(DaemonSandboxTests.Request(runtime, [], rootfs: fixture.Rootfs), Ct);
-        fixture.Track(sandbox.Id);
-        await sandbox.WaitRunningAsync(Ct);
-        var runtimeRoot = runtime == "runc" ? "/run/corral/runc" : "/run/corral/runsc";
-
-        // Into the same container: the bare runtime's exec against the daemon's Exec call.
-        var (bare, daemon) = await AlternateAsync(
-            Rounds * 2,
-            async () => (await RunAsync(Binary(runtime), ["--root", runtimeRoot, "exec", sandbox.Id, "true"])).ShouldBe(0),
-            async () =>
-            {
-                var exec = await sandbox.ExecAsync(["true"], cancellationToken: Ct);
-                exec.ExitCode.ShouldBe(0, exec.Stderr);
-            });
-        Report($"exec-{runtime}", $"| exec `true`, {runtime}, median of {Rounds * 2} | bare `{Binary(runtime)} exec` {Compare(bare, daemon, "Exec")}");
-    }
-
-    /// <summary>
-    /// The bare runtime and the daemon in turn, <paramref name="rounds"/> times after one warm-up round
-    /// (caches, the daemon's JIT); milliseconds. <paramref name="untimed"/> runs after each daemon turn, off the clock.
-    /// </summary>
-    private static async Task<(List<double> Bare, List<double> Daemon)> AlternateAsync(int rounds, Func<Task> bare, Func<Task> daemon, Func<Task>? untimed = null)
-    {
-        var bareMs = new List<double>();
-        var daemonMs = new List<double>();
-        for (var i = 0; i < rounds + 1; i++)
-        {
-            var watch = Stopwatch.StartNew();
-            await bare();
-            var b = watch.Elapsed.TotalMilliseconds;
-            watch.Restart();
-            await daemon();
-            var d = watch.Elapsed.TotalMilliseconds;
-            if (untimed is not null)
-            {
-                await untimed();
-            }
-
-            if (i > 0)
-            {
-                bareMs.Add(b);
-                daemonMs.Add(d);
-            }
-        }
-
-        return (bareMs, daemonMs);
-    }
-
-    private static string Compare(List<double> bare, List<double> daemon, string what) =>
-        $"{Median(bare):0.0} ms | daemon {what} {Median(daemon):0.0} ms (+{Median(daemon) - Median(bare):0.0} ms, {Median(daemon) / Median(bare):0.00}x) |";
-
-    private static string Binary(string runtime) => runtime == "runc" ? "runc" : "runsc";
-
-    private static string[] BareGlobalArgs(string runtime, string root) =>
-        runtime == "runc" ? ["--root", root] : ["--root", root, "--platform", "ptrace", "--network", "none", "--ignore-cgroups"];
 
     [Fact]
     public async Task MemoryPerIdleGvisorSandboxWithAHundredOfThem()
@@ -220,21 +119,5 @@ public sealed class DaemonCostTests(DaemonFixture fixture)
     {
         var line = File.ReadAllLines(file).First(l => l.StartsWith(field, StringComparison.Ordinal));
         return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
-    }
-
-    private static async Task<int> RunAsync(string file, string[] args)
-    {
-        var info = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, StandardOutputEncoding = Encoding.UTF8 };
-        foreach (var arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-
-        using var process = Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync(Ct);
-        var stderr = process.StandardError.ReadToEndAsync(Ct);
-        await process.WaitForExitAsync(Ct);
-        await Task.WhenAll(stdout, stderr);
-        return process.ExitCode;
     }
 }
