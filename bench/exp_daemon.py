@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import benchlib as b
 
@@ -92,7 +93,7 @@ def _runtime(pb, rt):
 
 
 def _bare(cmd):
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120)
+    r = b.run(cmd)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:1])} exited with {r.returncode}: {r.stderr.strip()[-200:]}")
 
@@ -125,32 +126,10 @@ def _exec(d, pb, sid):
 
 
 def _throughput(n, workers, one):
-    """Containers per second: n lifecycles by `workers` threads at once."""
-    lock = threading.Lock()
-    left = [n]
-    errors = []
-
-    def work():
-        while True:
-            with lock:
-                if left[0] == 0 or errors:
-                    return
-                left[0] -= 1
-            try:
-                one()
-            except Exception as e:  # noqa: BLE001 - reported below
-                with lock:
-                    errors.append(str(e))
-                return
-
+    """Containers per second: n lifecycles by `workers` threads at once (the first error ends the experiment)."""
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=work) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise RuntimeError(errors[0])
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda _: one(), range(n)))
     return n / (time.perf_counter() - t0)
 
 

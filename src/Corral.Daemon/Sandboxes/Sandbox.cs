@@ -199,62 +199,15 @@ public sealed class Sandbox
     /// to keep (to store it and publish the event) before <see cref="Completion"/> completes, so that a waiter
     /// (or a daemon shutting down) never sees the end before the event is out.
     /// </summary>
-    internal bool Exited(ExitRecord exit, Action<SandboxRecord> announce)
-    {
-        SandboxRecord record;
-        lock (_gate)
-        {
-            if (SandboxLifecycle.Next(_state, SandboxTrigger.Exit) is not { } next)
-            {
-                return false;
-            }
-
-            _state = next;
-            _exit = exit;
-            record = _record = _record with { Status = SandboxLifecycle.ToStatus(next) };
-        }
-
-        try
-        {
-            announce(record);
-        }
-        finally
-        {
-            _completion.TrySetResult(exit);
-        }
-
-        return true;
-    }
+    internal bool Exited(ExitRecord exit, Action<SandboxRecord> announce) =>
+        End(SandboxTrigger.Exit, record => record, exit, announce, () => _completion.TrySetResult(exit));
 
     /// <summary>
     /// It could not run, or its supervision was lost: true when this ended the sandbox; <paramref name="announce"/>
     /// as for <see cref="Exited"/>, then <see cref="Completion"/> fails with <paramref name="cause"/>.
     /// </summary>
-    internal bool Failed(string error, Exception cause, Action<SandboxRecord> announce)
-    {
-        SandboxRecord record;
-        lock (_gate)
-        {
-            if (SandboxLifecycle.Next(_state, SandboxTrigger.Fail) is not { } next)
-            {
-                return false;
-            }
-
-            _state = next;
-            record = _record = _record with { Status = SandboxLifecycle.ToStatus(next), Error = error };
-        }
-
-        try
-        {
-            announce(record);
-        }
-        finally
-        {
-            _completion.TrySetException(cause);
-        }
-
-        return true;
-    }
+    internal bool Failed(string error, Exception cause, Action<SandboxRecord> announce) =>
+        End(SandboxTrigger.Fail, record => record with { Error = error }, null, announce, () => _completion.TrySetException(cause));
 
     /// <summary>A caller removed it: true when it had ended and now is removed.</summary>
     internal bool Removed() => Move(SandboxTrigger.Remove);
@@ -263,7 +216,7 @@ public sealed class Sandbox
     {
         lock (_gate)
         {
-            if (SandboxLifecycle.Next(_state, trigger) is not { } next || next == _state)
+            if (SandboxLifecycle.Next(_state, trigger) is not { } next)
             {
                 return false;
             }
@@ -271,5 +224,33 @@ public sealed class Sandbox
             _state = next;
             return true;
         }
+    }
+
+    /// <summary>An exit or a failure: the move and the record under the gate, then the announcement, then the completion.</summary>
+    private bool End(SandboxTrigger trigger, Func<SandboxRecord, SandboxRecord> change, ExitRecord? exit, Action<SandboxRecord> announce, Action complete)
+    {
+        SandboxRecord record;
+        lock (_gate)
+        {
+            if (SandboxLifecycle.Next(_state, trigger) is not { } next)
+            {
+                return false;
+            }
+
+            _state = next;
+            _exit = exit;
+            record = _record = change(_record) with { Status = SandboxLifecycle.ToStatus(next) };
+        }
+
+        try
+        {
+            announce(record);
+        }
+        finally
+        {
+            complete();
+        }
+
+        return true;
     }
 }

@@ -168,11 +168,7 @@ public sealed class ContainerExecutor(
         {
             stat = File.ReadAllText($"/proc/{pid}/stat");
         }
-        catch (IOException)
-        {
-            return false;
-        }
-        catch (UnauthorizedAccessException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             return false;
         }
