@@ -507,7 +507,8 @@ public sealed class ContainerSupervisor(
         // Not cancellable: a stop asked for this early is handled below like any other, with an exit record.
         try
         {
-            PrivateFiles.WriteAllText(Path.Combine(run.BundleDir, "config.json"), SpecBuilder.ToJson(spec));
+            // Renamed into place whole: a reader (runc, an exec, a status) never sees half of it.
+            PrivateFiles.WriteAtomically(Path.Combine(run.BundleDir, "config.json"), SpecBuilder.ToJson(spec));
         }
         catch (IOException ex)
         {
