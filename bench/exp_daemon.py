@@ -37,7 +37,7 @@ def _stubs():
 class Daemon:
     """`./corral serve` on a socket and state dir of its own (built first if its sources changed; not timed)."""
 
-    def __init__(self, grpc, pb, pbg):
+    def __init__(self, grpc, pb, pbg, extra=()):
         self.pb = pb
         self.root = tempfile.mkdtemp(prefix="corral-bench-daemon-")
         self.socket = os.path.join(self.root, "corral.sock")
@@ -45,7 +45,7 @@ class Daemon:
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [os.path.join(b.REPO, "corral"), "serve", "--socket", self.socket, "--state-dir", os.path.join(self.root, "state"),
-             "--shim", b.CLI_NATIVE, "--log-format", "json"],
+             "--shim", b.CLI_NATIVE, "--log-format", "json", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, env=b.ENV)
         self.channel = grpc.insecure_channel("unix://" + self.socket)
         self.stub = pbg.SandboxesStub(self.channel)
@@ -138,37 +138,45 @@ def daemon(ctx) -> b.Result:
     reps = ctx.reps(full=25, quick=3)
     grpc, pb, pbg = _stubs()
     d = Daemon(grpc, pb, pbg)
+    d0 = None
     try:
+        # The same daemon without ready shims: every Create starts its shim (what the pool saves, side by side).
+        d0 = Daemon(grpc, pb, pbg, ["--shim-pool", "0"])
         bundle = b.make_bundle(COMMAND, "daemon-true")
-        life = {}  # rt -> {"bare": [ms], "daemon": [phase dicts]}
+        life = {}  # rt -> {"bare": [ms], "daemon": [phase dicts], "no_pool": [phase dicts]}
         for rt in b.LIFECYCLE_RUNTIMES:
-            bare, runs = [], []
+            bare, runs, unpooled = [], [], []
             for i in range(reps + 1):  # round 0 warms caches and the daemon's JIT, and is dropped
                 p0 = time.perf_counter()
                 _bare(b.bare_cmd(rt, bundle, b.unique("bb")))
                 ms = (time.perf_counter() - p0) * 1000
                 run = _lifecycle(d, pb, rt)
+                run0 = _lifecycle(d0, pb, rt)
                 if i > 0:
                     bare.append(ms)
                     runs.append(run)
-            life[rt] = {"bare": bare, "daemon": runs}
+                    unpooled.append(run0)
+            life[rt] = {"bare": bare, "daemon": runs, "no_pool": unpooled}
 
         t = b.Table(f"Lifecycle of `/bin/true` through the daemon ({reps} alternating rounds after one warm-up; ms)",
-                    ["runtime", "bare run median", "daemon Create->Wait median", "p99", "added", "ratio", "goal"])
+                    ["runtime", "bare run median", "daemon Create->Wait median", "p99", "added", "ratio", "goal", "without the shim pool"])
         goals = {"runc": 1.10, "crun": 1.10, "gvisor": 1.05}
         for rt, v in life.items():
             bm = b.median(v["bare"])
             dms = [r["total_ms"] for r in v["daemon"]]
             dm = b.median(dms)
             goal = goals[rt]
+            um = b.median([r["total_ms"] for r in v["no_pool"]])
             t.rows.append([rt, b.fmt(bm), b.fmt(dm), b.fmt(b.percentile(dms, 99)), f"+{dm - bm:.1f}", b.ratio(dm, bm),
-                           f"<= {goal:.2f}x: {'met' if dm / bm <= goal else 'missed'}"])
+                           f"<= {goal:.2f}x: {'met' if dm / bm <= goal else 'missed'}", f"{b.fmt(um)} ({b.ratio(um, bm)})"])
         t.notes += [
             "bare: `" + " ".join(b.bare_cmd("runc", "BUNDLE", "ID")[:1]) + " run` of the bundle Corral's spec would give (" + b.SPEC_SOURCE + "), in the foreground; "
             "runsc with `--platform ptrace --network none --ignore-cgroups`, as Corral runs it. The runtime deletes its container on the way out.",
             "daemon: a Python gRPC client (Debian's grpcio, the client's generated stubs) on the daemon's unix socket: Create then Wait; "
             "Wait answers once everything the sandbox made on the host is gone. Remove follows off the clock.",
             "The goals are issue 11's (runc and crun share runc's).",
+            "The daemon keeps two shims started and waiting (`corral serve --shim-pool 2`, the default); "
+            "'without the shim pool': a second daemon with `--shim-pool 0`, in the same rounds, whose Creates start their shims.",
         ]
         res.tables.append(t)
 
@@ -176,24 +184,26 @@ def daemon(ctx) -> b.Result:
                     ["runtime", "Create call", "request -> runtime launched", "runtime launched -> exit seen", "exit seen -> exited event",
                      "exited event -> Wait returned", "bare run (whole)"])
         for rt, v in life.items():
-            rows = [r for r in v["daemon"] if (r["id"], pb.EVENT_TYPE_EXITED) in d.events]
-            if not rows:
-                p.rows.append([rt, "no exited events seen", "", "", "", "", ""])
-                continue
-            ev = [d.events[(r["id"], pb.EVENT_TYPE_EXITED)] for r in rows]
-            p.rows.append([
-                rt,
-                b.fmt(b.median([r["create_ms"] for r in rows])),
-                b.fmt(b.median([(r["launched"] - r["t0"]) * 1000 for r in rows])),
-                b.fmt(b.median([(r["exited"] - r["launched"]) * 1000 for r in rows])),
-                b.fmt(b.median([(e - r["exited"]) * 1000 for r, e in zip(rows, ev)])),
-                b.fmt(b.median([(r["returned"] - e) * 1000 for r, e in zip(rows, ev)])),
-                b.fmt(b.median(v["bare"])),
-            ])
+            for label, dd, runs in ((rt, d, v["daemon"]), (f"{rt} (no shim pool)", d0, v["no_pool"])):
+                rows = [r for r in runs if (r["id"], pb.EVENT_TYPE_EXITED) in dd.events]
+                if not rows:
+                    p.rows.append([label, "no exited events seen", "", "", "", "", ""])
+                    continue
+                ev = [dd.events[(r["id"], pb.EVENT_TYPE_EXITED)] for r in rows]
+                p.rows.append([
+                    label,
+                    b.fmt(b.median([r["create_ms"] for r in rows])),
+                    b.fmt(b.median([(r["launched"] - r["t0"]) * 1000 for r in rows])),
+                    b.fmt(b.median([(r["exited"] - r["launched"]) * 1000 for r in rows])),
+                    b.fmt(b.median([(e - r["exited"]) * 1000 for r, e in zip(rows, ev)])),
+                    b.fmt(b.median([(r["returned"] - e) * 1000 for r, e in zip(rows, ev)])),
+                    b.fmt(b.median(v["bare"])),
+                ])
         p.notes += [
-            "Create call: admission, the sandbox's state dir and record, and starting its shim process (the call returns before the shim ran the runtime).",
-            "request -> runtime launched: until the shim started the runtime (the exit record's startedAt): the shim's own start (a native AOT process), "
-            "its cgroup and bundle.",
+            "Create call: admission, the sandbox's state dir and record, and telling a waiting shim its sandbox (no pool: starting the shim process); "
+            "the call returns before the shim ran the runtime.",
+            "request -> runtime launched: until the shim started the runtime (the exit record's startedAt): with no pool the shim's own start "
+            "(a native AOT process), then in both its spec, its cgroup and bundle.",
             "runtime launched -> exit seen: the runtime's create/start, the workload, and the runtime's exit as the shim saw it (exitedAt); compare the bare run.",
             "exit seen -> exited event: the shim's cleanup (runtime delete, cgroup, bundle) and exit record, and the daemon reading it (inotify).",
             "exited event -> Wait returned: the daemon's answer reaching the client.",
@@ -241,4 +251,6 @@ def daemon(ctx) -> b.Result:
         res.tables.append(th)
     finally:
         d.stop()
+        if d0 is not None:
+            d0.stop()
     return res

@@ -9,20 +9,30 @@ using Microsoft.Extensions.Logging;
 namespace Corral.Cli;
 
 /// <summary>
-/// `corral shim DIR`: what the daemon starts for each sandbox (not for people). Supervises one
-/// container as `corral run` would and reports through the sandbox's directory, so the sandbox
-/// keeps running and keeps being supervised while the daemon is down.
+/// `corral shim SANDBOXES_DIR`: what the daemon starts for its sandboxes (not for people). It may be
+/// started ahead of need (the daemon keeps a few ready): it waits on stdin for one line, the id of the
+/// sandbox it is to supervise in SANDBOXES_DIR/ID, and exits quietly at end of input (the daemon stopped
+/// or no longer needs it). From then on it supervises one container as `corral run` would and reports
+/// through the sandbox's directory (its working directory, so that ps and /proc show which sandbox it
+/// serves), so the sandbox keeps running and keeps being supervised while the daemon is down.
 /// </summary>
 internal static class ShimCommand
 {
     public static Command Create()
     {
-        var dirArgument = new Argument<string>("DIR") { Description = "The sandbox's directory, holding spec.json" };
+        var dirArgument = new Argument<string>("SANDBOXES_DIR") { Description = "The daemon's sandboxes directory; the sandbox's id comes on stdin" };
         var command = new Command("shim", "Supervise one daemon sandbox (started by `corral serve`)") { dirArgument };
         command.Hidden = true;
         command.SetAction(async (parse, ct) =>
         {
-            var dir = new ShimDirectory(Path.GetFullPath(parse.GetValue(dirArgument)!));
+            var sandboxes = Path.GetFullPath(parse.GetValue(dirArgument)!);
+            var id = ShimRunner.ReadAssignment();
+            if (id is null)
+            {
+                return 0;
+            }
+
+            var dir = new ShimDirectory(Path.Combine(sandboxes, ContainerId.Validate(id)));
             using var shimLock = dir.AcquireShimLock(TimeSpan.FromSeconds(2));
             ShimRunner.DetachFromDaemon(dir);
             var spec = dir.ReadSpec();

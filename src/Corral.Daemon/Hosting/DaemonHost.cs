@@ -28,9 +28,12 @@ namespace Corral.Daemon.Hosting;
 public static class DaemonHost
 {
     public const string Usage =
-        "usage: corral serve [--socket PATH] [--state-dir DIR] [--data-dir DIR] [--shim PATH] [--log-level LEVEL] [--runsc-platform P] [--runc-path P] [--runsc-path P] [--crun-path P]\n"
+        "usage: corral serve [--socket PATH] [--state-dir DIR] [--data-dir DIR] [--shim PATH] [--shim-pool N] [--log-level LEVEL] [--runsc-platform P] [--runc-path P] [--runsc-path P] [--crun-path P]\n"
         + "                    [--listen HOST:PORT --token-file F] [--capacity-cpus N] [--capacity-memory SIZE] [--memory-reserve SIZE]\n"
         + "                    [--metrics-listen HOST:PORT [--metrics-allow-remote]] [--log-format text|json] [--start-timeout DURATION]";
+
+    /// <summary>A name is looked up on PATH; a path is made absolute (the shims run in their sandboxes' directories).</summary>
+    private static string BinaryPath(string value) => value.Contains('/', StringComparison.Ordinal) ? Path.GetFullPath(value) : value;
 
     public static async Task<int> RunAsync(string[] args)
     {
@@ -76,6 +79,11 @@ public static class DaemonHost
                 case "--shim":
                     daemon.ShimPath = Path.GetFullPath(InputRules.DirectoryOption("--shim", value));
                     break;
+                case "--shim-pool":
+                    daemon.ShimPool = int.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pool) && pool <= 64
+                        ? pool
+                        : throw new CorralException($"invalid --shim-pool '{value}': expected a number of shims from 0 to 64");
+                    break;
                 case "--log-level":
                     logLevel = Enum.TryParse<LogLevel>(value, ignoreCase: true, out var level) ? level : throw new CorralException($"invalid log level '{value}'");
                     break;
@@ -83,13 +91,13 @@ public static class DaemonHost
                     runtime.RunscPlatform = value;
                     break;
                 case "--runc-path":
-                    runtime.RuncPath = value;
+                    runtime.RuncPath = BinaryPath(value);
                     break;
                 case "--runsc-path":
-                    runtime.RunscPath = value;
+                    runtime.RunscPath = BinaryPath(value);
                     break;
                 case "--crun-path":
-                    runtime.CrunPath = value;
+                    runtime.CrunPath = BinaryPath(value);
                     break;
                 case "--data-dir":
                     dataDir = Path.GetFullPath(InputRules.DirectoryOption("--data-dir", value));

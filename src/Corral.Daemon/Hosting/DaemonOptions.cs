@@ -30,6 +30,9 @@ public sealed class DaemonOptions
     /// </summary>
     public string ShimPath { get; set; } = DefaultShimPath();
 
+    /// <summary>Shims kept started and waiting, so that a Create does not wait for one to start (0: none).</summary>
+    public int ShimPool { get; set; } = 2;
+
     public LogLevel ShimLogLevel { get; set; } = LogLevel.Information;
 
     /// <summary>A sandbox whose runtime has not started its workload by then fails (a gVisor boot on a loaded or emulated host can be slow).</summary>

@@ -36,6 +36,7 @@ public sealed class SandboxRegistry(
     private readonly EventHub _events = events;
     private readonly ConcurrentDictionary<string, Sandbox> _sandboxes = new(StringComparer.Ordinal);
     private readonly DirectoryWatcher _watcher = new();
+    private readonly ShimPool _pool = new(options.Value.ShimPath, Path.Combine(options.Value.StateDir, "sandboxes"), options.Value.ShimPool);
     private volatile bool _stopping;
 
     // While an earlier daemon's sandboxes are found again: their ends were counted by that daemon.
@@ -112,7 +113,7 @@ public sealed class SandboxRegistry(
                 LogFormat = _options.ShimLogFormat == Corral.Logging.LogFormat.Json ? "json" : "text",
             });
             sandbox.Watch = _watcher.Watch(dir.Path, sandbox.Poke);
-            sandbox.Shim = StartShim(dir);
+            sandbox.Shim = _pool.Assign(id);
         }
         catch (Exception ex)
         {
@@ -311,7 +312,12 @@ public sealed class SandboxRegistry(
 
     public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    /// <summary>Once serving: the ready shims are started (in the background).</summary>
+    public Task StartedAsync(CancellationToken cancellationToken)
+    {
+        _pool.Fill();
+        return Task.CompletedTask;
+    }
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
@@ -325,6 +331,7 @@ public sealed class SandboxRegistry(
     public async Task StoppingAsync(CancellationToken cancellationToken)
     {
         _stopping = true;
+        _pool.Dispose();
         var running = _sandboxes.Values.Where(s => !s.HasEnded).ToList();
         if (running.Count > 0)
         {
@@ -346,35 +353,10 @@ public sealed class SandboxRegistry(
         DaemonLog.Stopped(logger);
     }
 
-    public void Dispose() => _watcher.Dispose();
-
-    private Process StartShim(ShimDirectory dir)
+    public void Dispose()
     {
-        var info = new ProcessStartInfo(_options.ShimPath)
-        {
-            UseShellExecute = false,
-
-            // The shim points its own stdio at shim.log; these pipes only keep it off the daemon's.
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        info.ArgumentList.Add("shim");
-        info.ArgumentList.Add(dir.Path);
-        Process process;
-        try
-        {
-            process = Process.Start(info) ?? throw CorralException.Host($"could not start the shim {_options.ShimPath}");
-        }
-        catch (System.ComponentModel.Win32Exception ex)
-        {
-            throw CorralException.Host($"cannot start the sandbox shim '{_options.ShimPath}': {ex.Message} (see corral serve --shim)");
-        }
-
-        process.StandardInput.Close();
-        process.StandardOutput.Close();
-        process.StandardError.Close();
-        return process;
+        _pool.Dispose();
+        _watcher.Dispose();
     }
 
     /// <summary>Follows one sandbox until it ended: what its shim writes, or the shim's death.</summary>

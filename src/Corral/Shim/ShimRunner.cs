@@ -14,9 +14,50 @@ namespace Corral.Shim;
 /// </summary>
 public static class ShimRunner
 {
+    /// <summary>
+    /// The one line a waiting shim is told, on stdin, once a sandbox needs it: the sandbox's id (not yet
+    /// validated). Null at end of input: the daemon stopped, died or dropped it before it was needed.
+    /// </summary>
+    public static unsafe string? ReadAssignment()
+    {
+        const int Cap = ContainerId.MaxLength + 2;
+        var line = new byte[Cap];
+        var length = 0;
+        fixed (byte* buffer = line)
+        {
+            while (length < Cap)
+            {
+                var n = LibC.read(0, buffer + length, 1);
+                if (n < 0 && LibC.LastError == LibC.EINTR)
+                {
+                    continue;
+                }
+
+                if (n <= 0)
+                {
+                    return null;
+                }
+
+                if (line[length] == (byte)'\n')
+                {
+                    return System.Text.Encoding.UTF8.GetString(line, 0, length);
+                }
+
+                length++;
+            }
+        }
+
+        // Longer than any id: refused by the id's own check with the length in its message.
+        return System.Text.Encoding.UTF8.GetString(line, 0, length);
+    }
+
     public static void DetachFromDaemon(ShimDirectory dir)
     {
         _ = LibC.setsid();
+
+        // Its working directory names the sandbox it serves (ps, /proc/PID/cwd, a leak check): a shim
+        // taken from the daemon's ready pool has no id on its command line.
+        Directory.SetCurrentDirectory(dir.Path);
 
         // Everything the shim prints goes to shim.log; the daemon's pipes are not held open.
         using var log = PrivateFiles.Open(dir.ShimLogFile, FileMode.Append, FileAccess.Write, FileShare.ReadWrite);

@@ -67,7 +67,7 @@ public sealed class DaemonCostTests(DaemonFixture fixture)
         }
     }
 
-    /// <summary>The shim processes (`Corral.Cli shim DIR`) of this daemon's sandboxes.</summary>
+    /// <summary>The shim processes (`Corral.Cli shim SANDBOXES_DIR`, each in its sandbox's directory) of this daemon's sandboxes.</summary>
     private static List<int> ShimPids(string stateDir)
     {
         var prefix = Path.Combine(stateDir, "sandboxes") + "/";
@@ -81,8 +81,9 @@ public sealed class DaemonCostTests(DaemonFixture fixture)
 
             try
             {
+                // A shim runs in its sandbox's directory (its command line names only the sandboxes directory).
                 var args = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0');
-                if (args.Length >= 3 && args[1] == "shim" && args[2].StartsWith(prefix, StringComparison.Ordinal))
+                if (args.Length >= 2 && args[1] == "shim" && TestHost.WorkingDirectory(dir) is { } cwd && cwd.StartsWith(prefix, StringComparison.Ordinal))
                 {
                     pids.Add(pid);
                 }

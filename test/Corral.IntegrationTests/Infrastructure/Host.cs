@@ -102,6 +102,11 @@ public static class TestHost
                 {
                     leaks.Add($"process {Path.GetFileName(proc)} still runs: {cmdline.Trim()}");
                 }
+                else if (WorkingDirectory(proc) is { } cwd && cwd.Contains("/" + id, StringComparison.Ordinal))
+                {
+                    // A daemon sandbox's shim: its command line names only the sandboxes directory.
+                    leaks.Add($"process {Path.GetFileName(proc)} still runs in {cwd}: {cmdline.Trim()}");
+                }
             }
             catch (IOException)
             {
@@ -110,6 +115,19 @@ public static class TestHost
         }
 
         return leaks;
+    }
+
+    /// <summary>Where the process runs (its cwd link), or null when it is gone or not ours to read.</summary>
+    public static string? WorkingDirectory(string procDir)
+    {
+        try
+        {
+            return new FileInfo(Path.Combine(procDir, "cwd")).LinkTarget;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     /// <summary>corral/&lt;id&gt; in every cgroup hierarchy mounted (v2, or each v1 one and a hybrid's unified).</summary>
