@@ -57,7 +57,8 @@ internal sealed partial class DaemonJsonContext : JsonSerializerContext;
 /// </summary>
 public sealed class Sandbox
 {
-    private static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(1);
+    /// <summary>How often a waiter looks again on its own (a caller waiting on a client's behalf; the registry's own watch does not poll).</summary>
+    internal static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(1);
     private readonly Lock _gate = new();
     private readonly TaskCompletionSource<ExitRecord> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private SandboxRecord _record;
@@ -123,6 +124,9 @@ public sealed class Sandbox
 
     internal IDisposable? Watch { get; set; }
 
+    /// <summary>The exit of a shim this daemon adopted (a pidfd): what Process.Exited is for one it started.</summary>
+    internal IDisposable? ShimExitWatch { get; set; }
+
     /// <summary>Held while the sandbox ends or is removed, so those happen (and are told) in order.</summary>
     internal Lock EndGate { get; } = new();
 
@@ -134,15 +138,22 @@ public sealed class Sandbox
     /// <summary>The shim's pid as its status says (for signals to a shim this daemon did not start).</summary>
     internal int? ShimPid { get; set; }
 
+    /// <summary>
+    /// Completes at the next change (a file in the sandbox's directory, the shim's exit): taken before
+    /// looking, so that a change between the look and the wait is not missed.
+    /// </summary>
+    internal Task NextChange()
+    {
+        lock (_gate)
+        {
+            return _changed.Task;
+        }
+    }
+
     /// <summary>Completes when something in the sandbox's directory changed, or after a short poll.</summary>
     public async Task ChangedAsync(CancellationToken cancellationToken)
     {
-        Task changed;
-        lock (_gate)
-        {
-            changed = _changed.Task;
-        }
-
+        var changed = NextChange();
         try
         {
             await changed.WaitAsync(PollInterval, cancellationToken).ConfigureAwait(false);

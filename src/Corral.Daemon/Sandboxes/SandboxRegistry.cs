@@ -5,6 +5,7 @@ using Corral.Common;
 using Corral.Daemon.Hosting;
 using Corral.Daemon.Logging;
 using Corral.Daemon.Metrics;
+using Corral.Interop;
 using Corral.Runtimes;
 using Corral.Shim;
 using Corral.Supervision;
@@ -371,11 +372,27 @@ public sealed class SandboxRegistry(
                 shim.Exited += (_, _) => sandbox.Poke();
             }
 
-            while (!Refresh(sandbox))
+            // Event driven, no timer per sandbox: woken by the directory's inotify watch (a queue overflow
+            // wakes every sandbox) and by the shim's exit, seen through its Process when this daemon started
+            // it and through a pidfd when it adopted it. Only where neither exit can be watched (no status
+            // yet, no pidfds) does it look again every second.
+            while (true)
             {
-                var alive = shim is not null ? !shim.HasExited : sandbox.Files.IsShimAlive();
-                if (!alive && !Refresh(sandbox))
+                var changed = sandbox.NextChange();
+                if (Refresh(sandbox))
                 {
+                    break;
+                }
+
+                var alive = shim is not null ? !shim.HasExited : sandbox.Files.IsShimAlive();
+                if (!alive)
+                {
+                    if (Refresh(sandbox))
+                    {
+                        // Its record came in as the shim went.
+                        break;
+                    }
+
                     if (shim is null && time.GetUtcNow() - sandbox.Record.CreatedAt < ShimStartGrace)
                     {
                         // Adopted right after an earlier daemon started its shim: give the shim time to lock.
@@ -387,7 +404,14 @@ public sealed class SandboxRegistry(
                     continue;
                 }
 
-                await sandbox.ChangedAsync(CancellationToken.None).ConfigureAwait(false);
+                if (shim is not null || WatchAdoptedShim(sandbox))
+                {
+                    await changed.ConfigureAwait(false);
+                }
+                else
+                {
+                    await changed.WaitAsync(Sandbox.PollInterval, time, CancellationToken.None).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
+                }
             }
         }
         catch (Exception ex)
@@ -401,7 +425,55 @@ public sealed class SandboxRegistry(
         finally
         {
             sandbox.Shim?.Dispose();
+            sandbox.ShimExitWatch?.Dispose();
         }
+    }
+
+    /// <summary>The runtime reported the sandbox's pid: the first time, its record, its Started event and the metric.</summary>
+    private void Started(Sandbox sandbox, int pid)
+    {
+        if (!sandbox.Start(pid, out var started))
+        {
+            return;
+        }
+
+        if (started is not null)
+        {
+            WriteRecord(started);
+        }
+
+        _events.Publish(SandboxEventType.Started, sandbox.Id, pid);
+        if (sandbox.Shim is not null)
+        {
+            // Only sandboxes this daemon created: an adopted one's start was long ago.
+            metrics?.SandboxStarted(sandbox.Record);
+        }
+    }
+
+    /// <summary>
+    /// Watches the exit of an adopted sandbox's shim (pid from its status); true once watched. The pid is
+    /// opened first and the shim's lock checked after: while the lock is held, that pid is the shim's.
+    /// </summary>
+    private static bool WatchAdoptedShim(Sandbox sandbox)
+    {
+        if (sandbox.ShimExitWatch is not null)
+        {
+            return true;
+        }
+
+        if (sandbox.Files.ReadStatus()?.ShimPid is not { } pid || ProcessExitWatch.TryWatch(pid, sandbox.Poke) is not { } watch)
+        {
+            return false;
+        }
+
+        if (!sandbox.Files.IsShimAlive())
+        {
+            watch.Dispose();
+            return false;
+        }
+
+        sandbox.ShimExitWatch = watch;
+        return true;
     }
 
     /// <summary>The shim died without a record: remove what its container left and say so.</summary>
@@ -442,19 +514,9 @@ public sealed class SandboxRegistry(
                 sandbox.StopSent = sandbox.Files.SignalShim(status.ShimPid, Signals.SIGTERM);
             }
 
-            if (status.Pid is { } pid && sandbox.Start(pid, out var started))
+            if (status.Pid is { } pid)
             {
-                if (started is not null)
-                {
-                    WriteRecord(started);
-                }
-
-                _events.Publish(SandboxEventType.Started, sandbox.Id, pid);
-                if (sandbox.Shim is not null)
-                {
-                    // Only sandboxes this daemon created: an adopted one's start was long ago.
-                    metrics?.SandboxStarted(sandbox.Record);
-                }
+                Started(sandbox, pid);
             }
 
             for (; sandbox.OomEventsPublished < status.OomEvents.Count; sandbox.OomEventsPublished++)
@@ -470,6 +532,13 @@ public sealed class SandboxRegistry(
 
         if (sandbox.Files.ReadExit() is { } exit)
         {
+            if (exit.Pid is { } exitPid)
+            {
+                // A run so short that it started and ended between the look at its status and this one:
+                // started all the same, and told so before its exit.
+                Started(sandbox, exitPid);
+            }
+
             if (exit.OomKilled && sandbox.OomEventsPublished == 0)
             {
                 // The kill was counted at exit (cgroup v1 with runc), not reported while running.

@@ -26,7 +26,18 @@ internal static class CgroupTree
                 return;
             }
 
-            foreach (var child in fs.EnumerateDirectories(current).ToList())
+            List<string> children;
+            try
+            {
+                children = fs.EnumerateDirectories(current).ToList();
+            }
+            catch (DirectoryNotFoundException)
+            {
+                // Removed since the look (the runtime removes its own leaf as it deletes its container).
+                return;
+            }
+
+            foreach (var child in children)
             {
                 Walk(child);
             }

@@ -41,9 +41,15 @@ public sealed class DaemonCostTests(DaemonFixture fixture)
 
             var startSeconds = watch.Elapsed.TotalSeconds;
             await Task.Delay(TimeSpan.FromSeconds(2), Ct);
+
+            // Idle costs no CPU: no timer or poll per sandbox (the daemon wakes on inotify and the shims' exits).
+            var cpuBefore = CpuMs(fixture.Daemon.Pid);
+            await Task.Delay(TimeSpan.FromSeconds(10), Ct);
+            var idleCpuMs = CpuMs(fixture.Daemon.Pid) - cpuBefore;
             var with = RssKib(fixture.Daemon.Pid);
             var shims = ShimPids(fixture.Daemon.StateDir);
             shims.Count.ShouldBe(IdleSandboxes, "one shim per sandbox");
+            idleCpuMs.ShouldBeLessThanOrEqualTo(50, $"the daemon used {idleCpuMs} ms of CPU in 10 s with {IdleSandboxes} idle sandboxes");
             var shimPss = shims.Select(PssKib).ToList();
             var shimRss = shims.Select(RssKib).ToList();
             var cgroup = new List<double>();
@@ -54,7 +60,7 @@ public sealed class DaemonCostTests(DaemonFixture fixture)
 
             Report(
                 "rss",
-                $"| {IdleSandboxes} idle gVisor sandboxes (all running after {startSeconds:0} s) | daemon RSS {before / 1024.0:0.0} MiB before, {with / 1024.0:0.0} MiB with them (GC makes the difference noise; the whole daemon over {IdleSandboxes} is {with / 1024.0 / IdleSandboxes:0.00} MiB each at most) | shim per sandbox: PSS {Median(shimPss) / 1024:0.0} MiB, RSS {Median(shimRss) / 1024:0.0} MiB (medians) | the sandbox's own cgroup (runsc, gofer, sentry, idle PID 1): {Median(cgroup) / 1024:0.0} MiB median |");
+                $"| {IdleSandboxes} idle gVisor sandboxes (all running after {startSeconds:0} s) | daemon RSS {before / 1024.0:0.0} MiB before, {with / 1024.0:0.0} MiB with them (GC makes the difference noise; the whole daemon over {IdleSandboxes} is {with / 1024.0 / IdleSandboxes:0.00} MiB each at most) | shim per sandbox: PSS {Median(shimPss) / 1024:0.0} MiB, RSS {Median(shimRss) / 1024:0.0} MiB (medians) | the sandbox's own cgroup (runsc, gofer, sentry, idle PID 1): {Median(cgroup) / 1024:0.0} MiB median | daemon CPU while they idle: {idleCpuMs} ms in 10 s |");
         }
         finally
         {
@@ -95,6 +101,15 @@ public sealed class DaemonCostTests(DaemonFixture fixture)
         }
 
         return pids;
+    }
+
+    /// <summary>User and system CPU time of <paramref name="pid"/> so far, in ms (clock ticks of 10 ms).</summary>
+    private static long CpuMs(int pid)
+    {
+        var fields = File.ReadAllText($"/proc/{pid}/stat").Split(')')[^1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+
+        // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
+        return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) * 10;
     }
 
     private static double PssKib(int pid) => StatusKib($"/proc/{pid}/smaps_rollup", "Pss:");

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using Corral.Client;
 using Corral.IntegrationTests.Infrastructure;
+using Corral.Interop;
 using Corral.Protocol.V1;
 using Shouldly;
 using Xunit;
@@ -23,6 +24,7 @@ public sealed class ShimPoolTests
         var rootfs = await TestHost.RootfsAsync();
         var daemon = await DaemonProcess.StartAsync("--shim-pool", "2");
         var id = TestHost.NewId("pool");
+        var orphan = TestHost.NewId("pool-orphan");
         var sandboxes = Path.Combine(daemon.StateDir, "sandboxes");
         try
         {
@@ -32,6 +34,8 @@ public sealed class ShimPoolTests
             await new Corral.Client.Sandbox(daemon.Client, id).WaitRunningAsync(Ct);
             var shimPid = ShimPid(daemon, id);
             waiting.ShouldContain(shimPid, "the sandbox's shim is one that was waiting before the create");
+            await daemon.Client.CreateAsync(DaemonSandboxTests.Request("runc", ["sleep", "1000"], r => r.Name = orphan, rootfs), Ct);
+            await new Corral.Client.Sandbox(daemon.Client, orphan).WaitRunningAsync(Ct);
             TestHost.WorkingDirectory($"/proc/{shimPid}").ShouldBe(Path.Combine(sandboxes, id), "a shim runs in its sandbox's directory");
 
             // Refilled: two waiting again, the taken one not among them.
@@ -48,6 +52,20 @@ public sealed class ShimPoolTests
             daemon = await DaemonProcess.StartInAsync(daemon.Root, "--shim-pool", "2");
             (await daemon.Client.InspectAsync(id, Ct)).State.ShouldBe(SandboxState.Running);
             var second = await WaitForAsync(() => WaitingShims(sandboxes), pids => pids.Count == 2, "two waiting shims after the restart");
+
+            // An adopted sandbox's shim dies under the new daemon: seen through its pidfd, the sandbox fails and its container is removed.
+            (await daemon.Client.InspectAsync(orphan, Ct)).State.ShouldBe(SandboxState.Running);
+            LibC.kill(ShimPid(daemon, orphan), 9).ShouldBe(0);
+            var watch = Stopwatch.StartNew();
+            while ((await daemon.Client.InspectAsync(orphan, Ct)).State != SandboxState.Failed)
+            {
+                watch.Elapsed.ShouldBeLessThan(TestHost.Scaled(TimeSpan.FromSeconds(30)), "the adopted sandbox whose shim died never failed");
+                await Task.Delay(50, Ct);
+            }
+
+            await daemon.Client.RemoveAsync(orphan, Ct);
+            (await TestHost.LeaksAsync(orphan)).ShouldBeEmpty();
+
             await daemon.Client.KillAsync(id, "KILL", cancellationToken: Ct);
             await daemon.Client.WaitAsync(id, Ct).WaitAsync(TimeSpan.FromSeconds(60), Ct);
             await daemon.Client.RemoveAsync(id, Ct);

@@ -245,6 +245,23 @@ public sealed class CgroupV1DriverTests
     }
 
     [Fact]
+    public void Remove_goes_on_when_the_runtime_removes_its_own_leaf_meanwhile()
+    {
+        var cg = Driver().Create("c1", ResourceLimits.None);
+        _fs.CreateDirectory($"{Mem}/ctr");
+        _fs.CreateDirectory($"{Pids}/ctr");
+
+        // runc deletes its ctr leaf between the check that it exists and the listing of its children.
+        _fs.RemovedWhileListed.Add($"{Mem}/ctr");
+
+        cg.Remove();
+
+        _fs.DirectoryExists(Mem).ShouldBeFalse();
+        _fs.DirectoryExists($"{Mem}/ctr").ShouldBeFalse();
+        _fs.DirectoryExists(Pids).ShouldBeFalse();
+    }
+
+    [Fact]
     public void Remove_also_removes_what_runc_made_in_the_other_hierarchies_and_never_creates_it()
     {
         var mounts = SeparateMounts with { Others = ["/sys/fs/cgroup/devices", "/sys/fs/cgroup/unified"] };

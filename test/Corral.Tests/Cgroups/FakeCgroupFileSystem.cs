@@ -116,8 +116,19 @@ internal sealed class FakeCgroupFileSystem : ICgroupFileSystem
         Deleted.Add(path);
     }
 
-    public IEnumerable<string> EnumerateDirectories(string path) =>
-        _dirs.Where(d => Path.GetDirectoryName(d) == path).Order(StringComparer.Ordinal).ToList();
+    /// <summary>Directories someone else (the runtime) removes just as they are listed: the listing then fails as the kernel's would.</summary>
+    public HashSet<string> RemovedWhileListed { get; } = new(StringComparer.Ordinal);
+
+    public IEnumerable<string> EnumerateDirectories(string path)
+    {
+        if (RemovedWhileListed.Remove(path))
+        {
+            _dirs.Remove(path);
+            throw new DirectoryNotFoundException($"Could not find a part of the path '{path}'.");
+        }
+
+        return _dirs.Where(d => Path.GetDirectoryName(d) == path).Order(StringComparer.Ordinal).ToList();
+    }
 }
 
 /// <summary>Records kills and removes the pid from every fake cgroup.procs, as the kernel would once it died.</summary>
