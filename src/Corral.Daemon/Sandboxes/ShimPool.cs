@@ -14,35 +14,44 @@ namespace Corral.Daemon.Sandboxes;
 public sealed class ShimPool(string shimPath, string sandboxesDir, int size) : IDisposable
 {
     private readonly ConcurrentQueue<Process> _ready = new();
+    private readonly Lock _gate = new();
     private int _starting;
     private volatile bool _disposed;
 
     /// <summary>Fills the pool in the background.</summary>
     public void Fill()
     {
-        while (!_disposed && Volatile.Read(ref _starting) + _ready.Count < size)
+        lock (_gate)
         {
-            Interlocked.Increment(ref _starting);
-            _ = Task.Run(() =>
+            while (!_disposed && _starting + _ready.Count < size)
             {
-                try
-                {
-                    var shim = Start();
-                    _ready.Enqueue(shim);
-                    if (_disposed && _ready.TryDequeue(out var drop))
-                    {
-                        Drop(drop);
-                    }
-                }
-                catch (CorralException)
-                {
-                    // Not startable now: a Create starts its own and says why.
-                }
-                finally
-                {
-                    Interlocked.Decrement(ref _starting);
-                }
-            });
+                _starting++;
+                _ = Task.Run(StartOne);
+            }
+        }
+    }
+
+    private void StartOne()
+    {
+        try
+        {
+            var shim = Start();
+            _ready.Enqueue(shim);
+            if (_disposed && _ready.TryDequeue(out var drop))
+            {
+                Drop(drop);
+            }
+        }
+        catch (CorralException)
+        {
+            // Not startable now: a Create starts its own and says why.
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _starting--;
+            }
         }
     }
 
