@@ -125,7 +125,8 @@ public sealed class DaemonOwnershipTests
         return output.Split('\n').Any(line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault() == id);
     }
 
-    private static int ShimPid(DaemonProcess daemon, string id)
+    /// <summary>The shim's pid, as its status.json says.</summary>
+    internal static int ShimPid(DaemonProcess daemon, string id)
     {
         using var status = JsonDocument.Parse(File.ReadAllText(Path.Combine(daemon.StateDir, "sandboxes", id, "status.json")));
         return status.RootElement.GetProperty("shimPid").GetInt32();

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json;
 using Corral.Client;
 using Corral.IntegrationTests.Infrastructure;
 using Corral.Interop;
@@ -32,7 +31,7 @@ public sealed class ShimPoolTests
 
             await daemon.Client.CreateAsync(DaemonSandboxTests.Request("runc", ["sleep", "1000"], r => r.Name = id, rootfs), Ct);
             await new Corral.Client.Sandbox(daemon.Client, id).WaitRunningAsync(Ct);
-            var shimPid = ShimPid(daemon, id);
+            var shimPid = DaemonOwnershipTests.ShimPid(daemon, id);
             waiting.ShouldContain(shimPid, "the sandbox's shim is one that was waiting before the create");
             await daemon.Client.CreateAsync(DaemonSandboxTests.Request("runc", ["sleep", "1000"], r => r.Name = orphan, rootfs), Ct);
             await new Corral.Client.Sandbox(daemon.Client, orphan).WaitRunningAsync(Ct);
@@ -55,7 +54,7 @@ public sealed class ShimPoolTests
 
             // An adopted sandbox's shim dies under the new daemon: seen through its pidfd, the sandbox fails and its container is removed.
             (await daemon.Client.InspectAsync(orphan, Ct)).State.ShouldBe(SandboxState.Running);
-            LibC.kill(ShimPid(daemon, orphan), 9).ShouldBe(0);
+            LibC.kill(DaemonOwnershipTests.ShimPid(daemon, orphan), 9).ShouldBe(0);
             var watch = Stopwatch.StartNew();
             while ((await daemon.Client.InspectAsync(orphan, Ct)).State != SandboxState.Failed)
             {
@@ -145,12 +144,6 @@ public sealed class ShimPoolTests
         {
             return false;
         }
-    }
-
-    private static int ShimPid(DaemonProcess daemon, string id)
-    {
-        using var status = JsonDocument.Parse(File.ReadAllText(Path.Combine(daemon.StateDir, "sandboxes", id, "status.json")));
-        return status.RootElement.GetProperty("shimPid").GetInt32();
     }
 
     private static async Task<List<int>> WaitForAsync(Func<List<int>> probe, Func<List<int>, bool> done, string what)
