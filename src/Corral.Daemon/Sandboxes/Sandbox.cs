@@ -57,8 +57,8 @@ internal sealed partial class DaemonJsonContext : JsonSerializerContext;
 /// </summary>
 public sealed class Sandbox
 {
-    /// <summary>How often a waiter looks again on its own (a caller waiting on a client's behalf; the registry's own watch does not poll).</summary>
-    internal static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(1);
+    /// <summary>How often a waiter looks again on its own (a caller waiting on a client's behalf; the registry's own watch polls only what it cannot watch).</summary>
+    private static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(1);
     private readonly Lock _gate = new();
     private readonly TaskCompletionSource<ExitRecord> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private SandboxRecord _record;
@@ -151,9 +151,11 @@ public sealed class Sandbox
     }
 
     /// <summary>Completes when something in the sandbox's directory changed, or after a short poll.</summary>
-    public async Task ChangedAsync(CancellationToken cancellationToken)
+    public Task ChangedAsync(CancellationToken cancellationToken) => ChangedOrPolledAsync(NextChange(), cancellationToken);
+
+    /// <summary>Completes with <paramref name="changed"/> (from <see cref="NextChange"/>), or after a short poll.</summary>
+    internal static async Task ChangedOrPolledAsync(Task changed, CancellationToken cancellationToken)
     {
-        var changed = NextChange();
         try
         {
             await changed.WaitAsync(PollInterval, cancellationToken).ConfigureAwait(false);

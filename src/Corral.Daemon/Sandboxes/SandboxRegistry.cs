@@ -404,14 +404,7 @@ public sealed class SandboxRegistry(
                     continue;
                 }
 
-                if (shim is not null || WatchAdoptedShim(sandbox))
-                {
-                    await changed.ConfigureAwait(false);
-                }
-                else
-                {
-                    await changed.WaitAsync(Sandbox.PollInterval, time, CancellationToken.None).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
-                }
+                await (shim is not null || WatchAdoptedShim(sandbox) ? changed : Sandbox.ChangedOrPolledAsync(changed, CancellationToken.None)).ConfigureAwait(false);
             }
         }
         catch (Exception ex)

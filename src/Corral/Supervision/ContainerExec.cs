@@ -161,7 +161,7 @@ public sealed class ContainerExecutor(
     /// the kernel stays a zombie until runsc reaps it, seconds later on a busy host, while runsc exec has
     /// already lost it.
     /// </summary>
-    private static bool IsZombie(int pid)
+    internal static bool IsZombie(int pid)
     {
         string stat;
         try

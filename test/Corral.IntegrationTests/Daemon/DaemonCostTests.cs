@@ -73,34 +73,11 @@ public sealed class DaemonCostTests(DaemonFixture fixture)
         }
     }
 
-    /// <summary>The shim processes (`Corral.Cli shim SANDBOXES_DIR`, each in its sandbox's directory) of this daemon's sandboxes.</summary>
+    /// <summary>The shims serving this daemon's sandboxes (each runs in its sandbox's directory).</summary>
     private static List<int> ShimPids(string stateDir)
     {
-        var prefix = Path.Combine(stateDir, "sandboxes") + "/";
-        var pids = new List<int>();
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
-            {
-                continue;
-            }
-
-            try
-            {
-                // A shim runs in its sandbox's directory (its command line names only the sandboxes directory).
-                var args = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0');
-                if (args.Length >= 2 && args[1] == "shim" && TestHost.WorkingDirectory(dir) is { } cwd && cwd.StartsWith(prefix, StringComparison.Ordinal))
-                {
-                    pids.Add(pid);
-                }
-            }
-            catch (IOException)
-            {
-                // Gone meanwhile.
-            }
-        }
-
-        return pids;
+        var sandboxes = Path.Combine(stateDir, "sandboxes");
+        return [.. TestHost.ShimProcesses(sandboxes).Where(s => s.Cwd.StartsWith(sandboxes + "/", StringComparison.Ordinal)).Select(s => s.Pid)];
     }
 
     /// <summary>User and system CPU time of <paramref name="pid"/> so far, in ms (clock ticks of 10 ms).</summary>

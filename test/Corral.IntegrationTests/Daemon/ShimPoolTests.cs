@@ -104,47 +104,12 @@ public sealed class ShimPoolTests
         socketLeft.ShouldBeFalse();
     }
 
-    /// <summary>Shims of this daemon not yet told a sandbox: `shim SANDBOXES_DIR`, not in a sandbox's directory.</summary>
-    private static List<int> WaitingShims(string sandboxes)
-    {
-        var pids = new List<int>();
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(dir), out var pid))
-            {
-                continue;
-            }
-
-            try
-            {
-                var args = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0');
-                if (args.Length >= 3 && args[1] == "shim" && args[2] == sandboxes && TestHost.WorkingDirectory(dir) is { } cwd && !cwd.StartsWith(sandboxes + "/", StringComparison.Ordinal))
-                {
-                    pids.Add(pid);
-                }
-            }
-            catch (IOException)
-            {
-                // Gone meanwhile.
-            }
-        }
-
-        return pids;
-    }
+    /// <summary>Shims of this daemon not yet told a sandbox: not in a sandbox's directory.</summary>
+    private static List<int> WaitingShims(string sandboxes) =>
+        [.. TestHost.ShimProcesses(sandboxes).Where(s => !s.Cwd.StartsWith(sandboxes + "/", StringComparison.Ordinal)).Select(s => s.Pid)];
 
     /// <summary>Running, not a zombie waiting to be reaped.</summary>
-    private static bool Alive(int pid)
-    {
-        try
-        {
-            var state = File.ReadAllText($"/proc/{pid}/stat").Split(')')[^1].Trim();
-            return state.Length > 0 && state[0] is not ('Z' or 'X');
-        }
-        catch (IOException)
-        {
-            return false;
-        }
-    }
+    private static bool Alive(int pid) => Directory.Exists($"/proc/{pid}") && !Corral.Supervision.ContainerExecutor.IsZombie(pid);
 
     private static async Task<List<int>> WaitForAsync(Func<List<int>> probe, Func<List<int>, bool> done, string what)
     {

@@ -117,6 +117,37 @@ public static class TestHost
         return leaks;
     }
 
+    /// <summary>
+    /// The shims of the daemon whose sandboxes live in <paramref name="sandboxesDir"/> (`Corral.Cli shim
+    /// SANDBOXES_DIR`), each with its working directory: a sandbox's directory once it serves one.
+    /// </summary>
+    public static List<(int Pid, string Cwd)> ShimProcesses(string sandboxesDir)
+    {
+        var shims = new List<(int, string)>();
+        foreach (var proc in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(proc), out var pid))
+            {
+                continue;
+            }
+
+            try
+            {
+                var args = File.ReadAllText(Path.Combine(proc, "cmdline")).Split('\0');
+                if (args.Length >= 3 && args[1] == "shim" && args[2] == sandboxesDir && WorkingDirectory(proc) is { } cwd)
+                {
+                    shims.Add((pid, cwd));
+                }
+            }
+            catch (IOException)
+            {
+                // Gone meanwhile.
+            }
+        }
+
+        return shims;
+    }
+
     /// <summary>Where the process runs (its cwd link), or null when it is gone or not ours to read.</summary>
     public static string? WorkingDirectory(string procDir)
     {
