@@ -8,6 +8,9 @@ command -v runsc >/dev/null 2>&1 || need+=(runsc)
 command -v crun >/dev/null 2>&1 || need+=(crun)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# --network bridge: the namespace, veth and bridge (ip) and Corral's firewall table (nft).
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 for extra in "$@"; do
   case "$extra" in
     podman) command -v podman >/dev/null 2>&1 || need+=(podman) ;;

@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using Corral.Cgroups;
 using Corral.Common;
+using Corral.Networking;
 using Corral.Runtimes;
 using Corral.Supervision;
 
@@ -33,10 +34,14 @@ internal static class RunCommand
         var detach = new Option<bool>("--detach", "-d") { Description = "Run it in the daemon (`corral serve`, see --host) and print its id; --rootfs and --image are then on the daemon's host (its store, never pulled)" };
         var labels = new Option<string[]>("--label", "-l") { Description = "Label K=V for the daemon's List (repeatable; with -d)", AllowMultipleArgumentsPerToken = false };
         var idle = new Option<bool>("--idle") { Description = "With -d: an idle PID 1 instead of the image's Cmd, for `corral exec` (no command needed)" };
+        var network = new Option<string>("--network") { Description = "none (default: loopback only) or bridge (own address on Corral's bridge, NAT out, DNS)" };
+        var publish = new Option<string[]>("--publish", "-p") { Description = "Publish a port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], HOST_IP 127.0.0.1 by default, HOST_PORT 0 picks one (repeatable; bridge)", AllowMultipleArgumentsPerToken = false };
+        var egress = new Option<string[]>("--egress") { Description = "Egress policy: none, allow-cidr=CIDR[,CIDR] or deny-cidr=CIDR[,CIDR] (repeatable; bridge). Default: outside yes; host, 169.254/16 and other sandboxes no", AllowMultipleArgumentsPerToken = false };
+        var dns = new Option<string[]>("--dns") { Description = "Nameserver for /etc/resolv.conf (repeatable; bridge; default: the host's)", AllowMultipleArgumentsPerToken = false };
         var command = new Argument<string[]>("CMD") { Description = "Command and arguments, after --", Arity = ArgumentArity.ZeroOrMore };
         var run = new Command("run", "Run a command in a new container and exit with its exit code")
         {
-            runtime, rootfs, image, pull, ImageCommands.InsecureRegistry, ImageCommands.AuthFile, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, pidsAllowance, gpu, detach, labels, idle, command,
+            runtime, rootfs, image, pull, ImageCommands.InsecureRegistry, ImageCommands.AuthFile, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, pidsAllowance, gpu, network, publish, egress, dns, detach, labels, idle, command,
         };
 
         run.SetAction(async (parse, _) =>
@@ -71,10 +76,18 @@ internal static class RunCommand
                 Timeout = parse.GetValue(timeout) is { } t ? Duration.Parse(t) : null,
                 Limits = limits,
                 Gpu = parse.GetValue(gpu),
+                Network = NetworkInput.Validate(new NetworkRequest
+                {
+                    Mode = NetworkInput.ParseMode(parse.GetValue(network)),
+                    Ports = (parse.GetValue(publish) ?? []).Select(NetworkInput.ParsePort).ToList(),
+                    Egress = NetworkInput.ParseEgress(parse.GetValue(egress) ?? []),
+                    Dns = parse.GetValue(dns) ?? [],
+                }),
             };
+            var networkGiven = parse.GetValue(network) is not null;
             if (parse.GetValue(detach))
             {
-                return await RunDetachedAsync(parse, request, parse.GetValue(rootfs), parse.GetValue(image), parse.GetValue(labels) ?? [], parse.GetValue(idle), resultPath is not null || parse.GetValue(startTimeout) is not null || parse.GetValue(allowance) is not null || parse.GetValue(pidsAllowance) is not null).ConfigureAwait(false);
+                return await RunDetachedAsync(parse, request, networkGiven, parse.GetValue(rootfs), parse.GetValue(image), parse.GetValue(labels) ?? [], parse.GetValue(idle), resultPath is not null || parse.GetValue(startTimeout) is not null || parse.GetValue(allowance) is not null || parse.GetValue(pidsAllowance) is not null).ConfigureAwait(false);
             }
 
             if (parse.GetValue(idle))
@@ -170,7 +183,7 @@ internal static class RunCommand
     /// `run -d`: the daemon resolves the root filesystem on its own host: --rootfs as given, --image
     /// from its image store (never pulled), or its default image.
     /// </summary>
-    private static async Task<int> RunDetachedAsync(ParseResult parse, ContainerRequest request, string? rootfs, string? image, string[] labels, bool idle, bool localOnlyOptions)
+    private static async Task<int> RunDetachedAsync(ParseResult parse, ContainerRequest request, bool networkGiven, string? rootfs, string? image, string[] labels, bool idle, bool localOnlyOptions)
     {
         if (localOnlyOptions || request.Gpu)
         {
@@ -188,7 +201,7 @@ internal static class RunCommand
             throw new CorralException($"unrecognized option '{request.Command[0]}' (the command goes after --)");
         }
 
-        var create = ToCreateRequest(request with { Rootfs = rootfs is null ? string.Empty : Path.GetFullPath(rootfs) }, labels.Select(ParseLabel));
+        var create = ToCreateRequest(request with { Rootfs = rootfs is null ? string.Empty : Path.GetFullPath(rootfs) }, labels.Select(ParseLabel), networkGiven);
         create.Image = image ?? string.Empty;
         create.Idle = idle;
         return await DaemonCommands.RunDetachedAsync(parse, create, CancellationToken.None).ConfigureAwait(false);
@@ -215,7 +228,7 @@ internal static class RunCommand
         return await ImageCommands.PullAsync(ctx, parse, Corral.Images.ImageReference.Parse(name), CancellationToken.None).ConfigureAwait(false);
     }
 
-    private static Protocol.V1.CreateRequest ToCreateRequest(ContainerRequest request, IEnumerable<KeyValuePair<string, string>> labels)
+    private static Protocol.V1.CreateRequest ToCreateRequest(ContainerRequest request, IEnumerable<KeyValuePair<string, string>> labels, bool networkGiven)
     {
         var create = new Protocol.V1.CreateRequest
         {
@@ -246,6 +259,27 @@ internal static class RunCommand
         if (request.Timeout is { } timeout)
         {
             create.Timeout = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(timeout);
+        }
+
+        // Without --network the daemon's default applies (`corral serve --network`).
+        if (networkGiven)
+        {
+            var net = request.Network;
+            create.Network = new Protocol.V1.NetworkSpec
+            {
+                Mode = net.Mode == NetworkMode.Bridge ? Protocol.V1.NetworkMode.Bridge : Protocol.V1.NetworkMode.None,
+                EgressNone = net.Egress.None,
+            };
+            create.Network.Ports.AddRange(net.Ports.Select(p => new Protocol.V1.PortMapping
+            {
+                HostIp = p.HostIp,
+                HostPort = (uint)p.HostPort,
+                ContainerPort = (uint)p.ContainerPort,
+                Protocol = p.Protocol == PortProtocol.Udp ? "udp" : "tcp",
+            }));
+            create.Network.EgressAllowCidrs.AddRange(net.Egress.AllowCidrs);
+            create.Network.EgressDenyCidrs.AddRange(net.Egress.DenyCidrs);
+            create.Network.Dns.AddRange(net.Dns);
         }
 
         return create;
@@ -303,6 +337,15 @@ internal static class RunCommand
     /// <summary>Writes the exit record atomically the moment it exists, before cleanup; a failure is one line, never the exit code.</summary>
     private sealed class ResultWriter(string? path) : IContainerObserver
     {
+        /// <summary>Where a published port landed (a 0 asked for one): the user needs it to connect.</summary>
+        public void OnNetwork(string id, NetworkAttachment attachment)
+        {
+            foreach (var port in attachment.Ports)
+            {
+                Console.Error.WriteLine($"corral: published {port}");
+            }
+        }
+
         public void OnExited(ExitRecord record)
         {
             if (path is null)

@@ -108,6 +108,12 @@ internal static class ProtoMapping
             info.Exit = exit.ToProto();
         }
 
+        if (sandbox.Network is { } network)
+        {
+            info.Network = new Proto.NetworkInfo { Address = network.Address, Gateway = network.Gateway };
+            info.Network.Ports.AddRange(network.Ports.Select(p => p.ToProto()));
+        }
+
         return info;
     }
 
@@ -150,6 +156,14 @@ internal static class ProtoMapping
     {
         Stream = stream == OutputStream.Stdout ? Proto.LogStream.Stdout : Proto.LogStream.Stderr,
         Data = UnsafeByteOperations.UnsafeWrap(data),
+    };
+
+    public static Proto.PortMapping ToProto(this Corral.Networking.PortMapping port) => new()
+    {
+        HostIp = port.HostIp,
+        HostPort = (uint)port.HostPort,
+        ContainerPort = (uint)port.ContainerPort,
+        Protocol = port.Protocol == Corral.Networking.PortProtocol.Udp ? "udp" : "tcp",
     };
 
     public static Proto.SandboxStats ToProto(this Corral.Cgroups.CgroupStats stats, string id)

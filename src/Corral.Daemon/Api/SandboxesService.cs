@@ -1,5 +1,6 @@
 using Corral.Cgroups;
 using Corral.Common;
+using Corral.Networking;
 using System.IO.Pipelines;
 using System.Threading.Channels;
 using Corral.Daemon.Admission;
@@ -22,7 +23,8 @@ internal sealed class SandboxesService(
     SandboxAdmission admission,
     SandboxImages images,
     SandboxStatsReader stats,
-    SandboxExecs execs) : Proto.Sandboxes.SandboxesBase
+    SandboxExecs execs,
+    Microsoft.Extensions.Options.IOptions<Corral.Daemon.Hosting.DaemonOptions> daemonOptions) : Proto.Sandboxes.SandboxesBase
 {
     /// <summary>Trailer with the exit code `corral` would give the same refusal when run here.</summary>
     public const string ExitCodeTrailer = "corral-exit-code";
@@ -43,7 +45,7 @@ internal sealed class SandboxesService(
             throw CorralException.Invalid("idle and a command given: an idle sandbox runs its own PID 1, choose one");
         }
 
-        var containerRequest = await images.ApplyAsync(ToRequest(request), request.Image, context.CancellationToken).ConfigureAwait(false);
+        var containerRequest = await images.ApplyAsync(ToRequest(request, daemonOptions.Value.DefaultNetwork), request.Image, context.CancellationToken).ConfigureAwait(false);
         if (containerRequest.Command.Count == 0 || request.Idle)
         {
             containerRequest = containerRequest with { Command = IdleCommand };
@@ -54,7 +56,17 @@ internal sealed class SandboxesService(
     });
 
     public override Task<Proto.SandboxStats> Stats(Proto.StatsRequest request, ServerCallContext context) =>
-        Guard(() => Task.FromResult(stats.Read(request.Id).ToProto(request.Id)));
+        Guard(() =>
+        {
+            var message = stats.Read(request.Id).ToProto(request.Id);
+            if (registry.Get(request.Id).Network is { } network && BridgeNetwork.Counters(network.HostInterface) is { } counters)
+            {
+                message.NetworkRxBytes = counters.Rx;
+                message.NetworkTxBytes = counters.Tx;
+            }
+
+            return Task.FromResult(message);
+        });
 
     public override Task<Proto.ExitRecord> Wait(Proto.WaitRequest request, ServerCallContext context) => Guard(async () =>
     {
@@ -273,7 +285,7 @@ internal sealed class SandboxesService(
         };
     }
 
-    private static ContainerRequest ToRequest(Proto.CreateRequest request)
+    private static ContainerRequest ToRequest(Proto.CreateRequest request, NetworkMode defaultNetwork)
     {
         // Text first: a NUL or control character never reaches a path call or the shim.
         InputRules.Process(request.Command, request.Env, string.IsNullOrEmpty(request.Workdir) ? null : request.Workdir);
@@ -328,7 +340,42 @@ internal sealed class SandboxesService(
                 request.MemoryBytes > 0 ? request.MemoryBytes : null,
                 request.Cpus > 0 ? request.Cpus : null,
                 request.Pids > 0 ? request.Pids : null),
+            Network = ToNetwork(request.Network, defaultNetwork),
         };
+    }
+
+    /// <summary>The API's network fields, checked by the one network check (INVALID_ARGUMENT on anything off).</summary>
+    private static NetworkRequest ToNetwork(Proto.NetworkSpec? spec, NetworkMode defaultNetwork)
+    {
+        if (spec is null)
+        {
+            return NetworkInput.Validate(new NetworkRequest { Mode = defaultNetwork });
+        }
+
+        var mode = spec.Mode switch
+        {
+            Proto.NetworkMode.Unspecified => defaultNetwork,
+            Proto.NetworkMode.None => NetworkMode.None,
+            Proto.NetworkMode.Bridge => NetworkMode.Bridge,
+            _ => throw CorralException.Invalid($"invalid network mode {(int)spec.Mode}: use NONE or BRIDGE"),
+        };
+        var ports = spec.Ports.Select(p => new PortMapping(
+            p.HostIp.Length == 0 ? "127.0.0.1" : p.HostIp,
+            p.HostPort > 65535 ? -1 : (int)p.HostPort,
+            p.ContainerPort > 65535 ? -1 : (int)p.ContainerPort,
+            p.Protocol switch
+            {
+                "" or "tcp" => PortProtocol.Tcp,
+                "udp" => PortProtocol.Udp,
+                _ => throw CorralException.Invalid($"invalid port protocol {InputRules.Quote(p.Protocol)}: use tcp or udp"),
+            })).ToList();
+        return NetworkInput.Validate(new NetworkRequest
+        {
+            Mode = mode,
+            Ports = ports,
+            Egress = new EgressPolicy { None = spec.EgressNone, AllowCidrs = [.. spec.EgressAllowCidrs], DenyCidrs = [.. spec.EgressDenyCidrs] },
+            Dns = [.. spec.Dns],
+        });
     }
 
     /// <summary>A name (TERM, SIGKILL) or number; <paramref name="unset"/> when empty.</summary>

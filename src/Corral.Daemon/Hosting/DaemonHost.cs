@@ -28,7 +28,7 @@ namespace Corral.Daemon.Hosting;
 public static class DaemonHost
 {
     public const string Usage =
-        "usage: corral serve [--socket PATH] [--state-dir DIR] [--data-dir DIR] [--shim PATH] [--shim-pool N] [--log-level LEVEL] [--runsc-platform P] [--runc-path P] [--runsc-path P] [--crun-path P]\n"
+        "usage: corral serve [--socket PATH] [--state-dir DIR] [--data-dir DIR] [--shim PATH] [--shim-pool N] [--network none|bridge] [--log-level LEVEL] [--runsc-platform P] [--runc-path P] [--runsc-path P] [--crun-path P]\n"
         + "                    [--listen HOST:PORT --token-file F] [--capacity-cpus N] [--capacity-memory SIZE] [--memory-reserve SIZE]\n"
         + "                    [--metrics-listen HOST:PORT [--metrics-allow-remote]] [--log-format text|json] [--start-timeout DURATION]";
 
@@ -83,6 +83,9 @@ public static class DaemonHost
                     daemon.ShimPool = int.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var pool) && pool <= 64
                         ? pool
                         : throw new CorralException($"invalid --shim-pool '{value}': expected a number of shims from 0 to 64");
+                    break;
+                case "--network":
+                    daemon.DefaultNetwork = Corral.Networking.NetworkInput.ParseMode(value);
                     break;
                 case "--log-level":
                     logLevel = Enum.TryParse<LogLevel>(value, ignoreCase: true, out var level) ? level : throw new CorralException($"invalid log level '{value}'");

@@ -33,6 +33,9 @@ public sealed class DaemonOptions
     /// <summary>Shims kept started and waiting, so that a Create does not wait for one to start (0: none).</summary>
     public int ShimPool { get; set; } = 2;
 
+    /// <summary>The network of a sandbox whose Create leaves it unset (`corral serve --network`).</summary>
+    public Corral.Networking.NetworkMode DefaultNetwork { get; set; } = Corral.Networking.NetworkMode.None;
+
     public LogLevel ShimLogLevel { get; set; } = LogLevel.Information;
 
     /// <summary>A sandbox whose runtime has not started its workload by then fails (a gVisor boot on a loaded or emulated host can be slow).</summary>

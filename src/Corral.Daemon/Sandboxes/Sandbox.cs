@@ -79,6 +79,9 @@ public sealed class Sandbox
 
     public string Dir => Files.Path;
 
+    /// <summary>A bridged sandbox's address and ports, as its shim reported them (read when asked).</summary>
+    public Corral.Networking.NetworkAttachment? Network => Files.ReadStatus()?.Network;
+
     public ShimDirectory Files { get; }
 
     public SandboxRecord Record

@@ -118,7 +118,7 @@ public static class InputRules
         return value;
     }
 
-    private static string Quote(string value) => "'" + Printable(value) + "'";
+    public static string Quote(string value) => "'" + Printable(value) + "'";
 
     /// <summary>Text as a one-line error may echo it: control characters as \xNN.</summary>
     public static string Printable(string? value) =>

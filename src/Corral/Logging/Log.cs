@@ -52,4 +52,7 @@ internal static partial class Log
 
     [LoggerMessage(2016, LogLevel.Warning, "exec output still open after the drain grace, closing it id={Id} exec_id={ExecId} stdout_bytes={StdoutBytes} stderr_bytes={StderrBytes} grace_s={GraceSeconds}")]
     public static partial void ExecOutputNotDrained(ILogger logger, string id, string execId, long stdoutBytes, long stderrBytes, double graceSeconds);
+
+    [LoggerMessage(2017, LogLevel.Information, "removed an orphaned sandbox network key={Key}")]
+    public static partial void NetworkReclaimed(ILogger logger, string key);
 }

@@ -23,6 +23,12 @@ public sealed record SpecInput
 
     /// <summary>Size of the writable /tmp tmpfs.</summary>
     public string TmpSize { get; init; } = "256m";
+
+    /// <summary>A network namespace to join (`--network bridge`); null: a new one with loopback only.</summary>
+    public string? NetworkNamespacePath { get; init; }
+
+    /// <summary>Mounts after the defaults (a bridged sandbox's read-only /etc/resolv.conf and /etc/hosts).</summary>
+    public IReadOnlyList<MountSpec> ExtraMounts { get; init; } = [];
 }
 
 /// <summary>
@@ -88,10 +94,11 @@ public static class SpecBuilder
                 new("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
                 new("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]),
                 new("/tmp", "tmpfs", "tmpfs", ["nosuid", "nodev", "mode=1777", $"size={input.TmpSize}"]),
+                .. input.ExtraMounts,
             ],
             Linux = new LinuxSpec
             {
-                Namespaces = [new("pid"), new("network"), new("ipc"), new("uts"), new("mount")],
+                Namespaces = [new("pid"), new("network", input.NetworkNamespacePath), new("ipc"), new("uts"), new("mount")],
                 CgroupsPath = input.CgroupsPath,
                 Resources = new ResourcesSpec
                 {

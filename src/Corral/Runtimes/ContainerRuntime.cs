@@ -78,7 +78,7 @@ public interface IContainerRuntime
     bool HostPids { get; }
 
     /// <summary>Runs the container in the foreground; returns when its PID 1 exits.</summary>
-    RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu);
+    RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu, bool network = false);
 
     RuntimeInvocation Kill(string id, int signal);
 
@@ -189,7 +189,7 @@ internal abstract class RuncCompatibleRuntime : IContainerRuntime
     protected abstract string StateFileName { get; }
 
     /// <summary>runc and crun write their own failures to a JSON log in the bundle (<see cref="RuntimeFailures"/>).</summary>
-    public RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu) =>
+    public RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu, bool network = false) =>
         Invoke("--log", Path.Combine(bundleDir, RuntimeFailures.RuncLogName), "--log-format", "json", "run", "--bundle", bundleDir, "--pid-file", pidFile, id);
 
     public RuntimeInvocation Kill(string id, int signal) => Invoke("kill", id, ContainerRuntimes.Signal(signal));
@@ -250,11 +250,15 @@ internal sealed class RunscRuntime(RuntimeOptions options) : IContainerRuntime
 
     public bool HostPids => false;
 
-    public RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu)
+    public RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu, bool network = false)
     {
         // --ignore-cgroups keeps `runsc run` returning as soon as PID 1 dies (the seed's fix);
         // the limits come from the Corral-owned cgroup the runsc process is started in.
-        List<string> args = ["--root", Root, "--platform", options.RunscPlatform, "--network", "none", "--ignore-cgroups"];
+        // A bridged sandbox: runsc starts its sandbox in the network namespace the spec names (Corral's,
+        // behind its bridge and firewall). In --network host mode the sentry's sockets are host sockets
+        // of that namespace: runsc 20221219 refuses --network sandbox (its own netstack) on kernels that
+        // show /proc/sys/net/core/rmem_default in every namespace, which it takes for the root namespace.
+        List<string> args = ["--root", Root, "--platform", options.RunscPlatform, "--network", network ? "host" : "none", "--ignore-cgroups"];
         if (gpu)
         {
             args.Add("--nvproxy=true");

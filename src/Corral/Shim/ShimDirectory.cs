@@ -51,6 +51,9 @@ public sealed record ShimStatus
     public int? Pid { get; init; }
 
     public IReadOnlyList<OomEventRecord> OomEvents { get; init; } = [];
+
+    /// <summary>A bridged sandbox's address and published ports, once its network is up.</summary>
+    public Networking.NetworkAttachment? Network { get; init; }
 }
 
 /// <summary>Why a sandbox's run did not happen: bad input found late (<paramref name="BadInput"/>), the runtime failing to start it.</summary>

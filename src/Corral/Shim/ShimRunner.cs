@@ -118,6 +118,8 @@ public static class ShimRunner
 
         public void OnStarted(string id, int pid) => Change(s => s with { Pid = pid });
 
+        public void OnNetwork(string id, Networking.NetworkAttachment attachment) => Change(s => s with { Network = attachment });
+
         public void OnOom(string id, OomEvent oom) =>
             Change(s => s with { OomEvents = [.. s.OomEvents, new OomEventRecord(oom.Kind.ToString().ToLowerInvariant(), oom.At, oom.OomKills, oom.Detail)] });
 

@@ -1,4 +1,5 @@
 using Corral.Cgroups;
+using Corral.Networking;
 using Corral.Runtimes;
 
 namespace Corral.Supervision;
@@ -32,4 +33,7 @@ public sealed record ContainerRequest
     public ResourceLimits Limits { get; init; } = ResourceLimits.None;
 
     public bool Gpu { get; init; }
+
+    /// <summary>none (loopback only, the default) or a bridged namespace with ports and an egress policy.</summary>
+    public NetworkRequest Network { get; init; } = NetworkRequest.Disabled;
 }

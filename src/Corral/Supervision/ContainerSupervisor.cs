@@ -5,6 +5,7 @@ using Corral.Common;
 using Corral.Images;
 using Corral.Logging;
 using Corral.Oci;
+using Corral.Networking;
 using Corral.Oom;
 using Corral.Runtimes;
 using Microsoft.Extensions.Logging;
@@ -55,6 +56,9 @@ public sealed class SupervisorOptions
 
     /// <summary>Below this a runtime cannot even start its init.</summary>
     public long MinimumMemoryBytes { get; set; } = 8L << 20;
+
+    /// <summary>Corral's host-wide bridge, for `--network bridge`.</summary>
+    public NetworkOptions Network { get; set; } = new();
 }
 
 /// <summary>Callbacks a caller gets while a container runs, in order: started, oom*, exited.</summary>
@@ -65,6 +69,11 @@ public interface IContainerObserver
     }
 
     void OnOom(string id, OomEvent oom)
+    {
+    }
+
+    /// <summary>A bridged sandbox's network is up (before its runtime starts).</summary>
+    void OnNetwork(string id, NetworkAttachment attachment)
     {
     }
 
@@ -93,6 +102,7 @@ public sealed class ContainerSupervisor(
     ILogger<ContainerSupervisor>? logger = null)
 {
     private readonly ILogger _logger = logger ?? (ILogger)NullLogger.Instance;
+    private readonly BridgeNetwork _network = new(options.Network, logger: logger);
 
     public ContainerStateStore Store { get; } = new(options.StateDir);
 
@@ -103,6 +113,7 @@ public sealed class ContainerSupervisor(
         observer ??= NullObserver.Instance;
         var id = request.Id ?? ContainerId.Generate();
         var runtime = ContainerRuntimes.Create(request.Runtime, runtimeOptions);
+        request = request with { Network = NetworkInput.Validate(request.Network) };
         var command = Validate(request, id, runtime);
 
         var startedAt = time.GetUtcNow();
@@ -284,6 +295,19 @@ public sealed class ContainerSupervisor(
             }
         }
 
+        try
+        {
+            // Namespaces, veths and rules of bridged sandboxes whose owners died, of any state dir.
+            foreach (var key in await _network.ReconcileAsync().ConfigureAwait(false))
+            {
+                Log.NetworkReclaimed(_logger, key);
+            }
+        }
+        catch (IOException ex)
+        {
+            failures.Add(ex.Message);
+        }
+
         if (failures.Count > 0)
         {
             throw CorralException.Runtime(string.Join("; ", failures));
@@ -306,6 +330,7 @@ public sealed class ContainerSupervisor(
                 OverlayTarget = last ? Path.Combine(bundle, "rootfs") : null,
                 Cgroup = cgroupDriver?.Open(id),
                 RuntimeStarted = true,
+                ReclaimNetwork = last,
             };
             Log.Reclaiming(_logger, id, runtime.Name);
             await ForceStopAsync(run).ConfigureAwait(false);
@@ -348,6 +373,7 @@ public sealed class ContainerSupervisor(
         }
 
         InputRules.Process(request.Command, request.Env, request.Workdir);
+        _ = NetworkInput.Validate(request.Network);
         if (request.Timeout is { } timeout)
         {
             InputRules.Duration("--timeout", timeout);
@@ -464,6 +490,14 @@ public sealed class ContainerSupervisor(
         PrivateFiles.CreateDirectory(Path.Combine(options.StateDir, "bundles"));
         PrivateFiles.CreateOwnDirectory(run.BundleDir);
         var pidFile = Path.Combine(run.BundleDir, "init.pid");
+
+        // The network first (a taken host port refuses the run before anything else is made), removed last.
+        if (request.Network.Mode == NetworkMode.Bridge)
+        {
+            run.Network = await _network.AttachAsync(options.StateDir, run.Id, request.Network, cancellationToken).ConfigureAwait(false);
+            observer.OnNetwork(run.Id, run.Network.Attachment);
+        }
+
         var rootfsPath = Path.GetFullPath(request.Rootfs);
         if (request.ImageLayers is { } layers)
         {
@@ -471,6 +505,9 @@ public sealed class ContainerSupervisor(
             rootfsPath = OverlayRootfs.Mount(run.BundleDir, layers);
             ValidateInRootfs(request, rootfsPath);
         }
+
+        var hostname = run.Id.Length <= 63 ? run.Id : "corral";
+        var networkMounts = run.Network is { } lease ? NetworkFiles(run.BundleDir, rootfsPath, request, lease.Attachment, hostname, writableRoot: request.ImageLayers is not null) : [];
 
         var cgroupLimits = request.Limits;
         if (runtime.Kind == RuntimeKind.Gvisor && cgroupLimits.MemoryBytes is { } asked)
@@ -500,9 +537,11 @@ public sealed class ContainerSupervisor(
             Args = run.Command,
             Env = request.Env,
             Workdir = request.Workdir ?? "/",
-            Hostname = run.Id.Length <= 63 ? run.Id : "corral",
+            Hostname = hostname,
             CgroupsPath = runtime.LaunchesInsideCgroup ? null : run.Cgroup?.RuntimeCgroupsPath,
             Devices = request.Gpu ? GpuDevices.Discover() : [],
+            NetworkNamespacePath = run.Network?.NamespacePath,
+            ExtraMounts = networkMounts,
         });
         // Not cancellable: a stop asked for this early is handled below like any other, with an exit record.
         try
@@ -558,7 +597,7 @@ public sealed class ContainerSupervisor(
 
         // The kernel log from here on names the processes its OOM killer chooses in this container.
         using var kernelLog = run.Cgroup is not null && cgroupLimits.MemoryBytes is not null ? KernelLogCursor.TryOpenAtEnd() : null;
-        var invocation = runtime.Run(run.Id, run.BundleDir, pidFile, request.Gpu);
+        var invocation = runtime.Run(run.Id, run.BundleDir, pidFile, request.Gpu, network: run.Network is not null);
         run.RuntimeStarted = true;
         var process = StartRuntimeProcess(invocation, runtime.LaunchesInsideCgroup ? run.Cgroup : null, runtime.Kind == RuntimeKind.Gvisor && File.Exists(Setpriv));
         run.Process = process;
@@ -905,6 +944,52 @@ public sealed class ContainerSupervisor(
         }
     }
 
+    /// <summary>
+    /// The bridged sandbox's /etc/resolv.conf and /etc/hosts, written in its bundle and mounted read-only
+    /// over the image's. Only over files the root filesystem has: a runtime would otherwise create the
+    /// mount point, and a directory rootfs is the caller's, never written. An image's overlay (the
+    /// container's own upper layer) gets an empty resolv.conf to mount over when it lacks one.
+    /// </summary>
+    private static List<MountSpec> NetworkFiles(string bundleDir, string rootfs, ContainerRequest request, NetworkAttachment attachment, string hostname, bool writableRoot)
+    {
+        var mounts = new List<MountSpec>();
+        string? hostResolv = null;
+        try
+        {
+            hostResolv = File.ReadAllText("/etc/resolv.conf");
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // No host resolver: the public ones below.
+        }
+
+        var files = new[]
+        {
+            ("/etc/resolv.conf", NetworkRules.ResolvConf(hostResolv, request.Network.Dns)),
+            ("/etc/hosts", NetworkRules.Hosts(attachment.Address, hostname)),
+        };
+        foreach (var (target, text) in files)
+        {
+            var source = Path.Combine(bundleDir, Path.GetFileName(target));
+            var inRoot = RootfsResolver.Resolve(rootfs, target);
+            if (inRoot is null || !File.Exists(inRoot))
+            {
+                if (!(writableRoot && target == "/etc/resolv.conf" && RootfsResolver.Resolve(rootfs, "/etc") is { } etc && Directory.Exists(etc) && !PrivateFiles.Exists(Path.Combine(etc, "resolv.conf"))))
+                {
+                    continue;
+                }
+
+                File.WriteAllBytes(Path.Combine(etc, "resolv.conf"), []);
+            }
+
+            File.WriteAllText(source, text);
+            File.SetUnixFileMode(source, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+            mounts.Add(new MountSpec(target, "bind", source, ["rbind", "ro", "nosuid", "nodev", "noexec"]));
+        }
+
+        return mounts;
+    }
+
     /// <summary>SIGKILL through the runtime, then everything in the cgroup, then the runtime process itself.</summary>
     private async Task ForceStopAsync(ContainerRun run)
     {
@@ -1007,6 +1092,18 @@ public sealed class ContainerSupervisor(
 
             return Task.CompletedTask;
         }, failures).ConfigureAwait(false);
+        await Step(run.Id, "network", async () =>
+        {
+            if (run.Network is { } lease)
+            {
+                await _network.DetachAsync(lease).ConfigureAwait(false);
+                run.Network = null;
+            }
+            else if (run.ReclaimNetwork)
+            {
+                await _network.ReclaimAsync(options.StateDir, run.Id).ConfigureAwait(false);
+            }
+        }, failures).ConfigureAwait(false);
         run.Process?.Dispose();
         if (failures.Count == 0)
         {
@@ -1058,6 +1155,12 @@ public sealed class ContainerSupervisor(
         public string? OverlayTarget { get; set; }
 
         public IContainerCgroup? Cgroup { get; set; }
+
+        /// <summary>A bridged sandbox's network, held until cleanup removes it last.</summary>
+        public NetworkLease? Network { get; set; }
+
+        /// <summary>A reclaim: remove what a dead supervisor left of this id's network.</summary>
+        public bool ReclaimNetwork { get; init; }
 
         public IOomWatcher? Watcher { get; set; }
 

@@ -1,0 +1,549 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Corral.Common;
+using Corral.Runtimes;
+using Corral.Supervision;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Corral.Networking;
+
+/// <summary>The one seam of the network's effects: `ip` and `nft` runs.</summary>
+public interface INetworkCommands
+{
+    Task<RuntimeCommandResult> RunAsync(string binary, IReadOnlyList<string> args, string? stdin);
+}
+
+/// <summary>What a bridged sandbox holds in the host-wide directory while it lives (KEY.json, beside its owner lock KEY.lock).</summary>
+public sealed record NetworkRecord(string Id, string StateDir, string Address, bool HasRules);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+[JsonSerializable(typeof(NetworkRecord))]
+internal sealed partial class NetworkJsonContext : JsonSerializerContext;
+
+/// <summary>
+/// A bridged sandbox's network while its supervisor lives: the owner lock of its record (free the
+/// moment the supervisor dies, which is how orphans are told apart) and the sockets that hold its
+/// published host ports (so no other sandbox or program can take them meanwhile).
+/// </summary>
+public sealed class NetworkLease : IDisposable
+{
+    private readonly OwnerLock _owner;
+    private readonly List<Socket> _reservations;
+
+    internal NetworkLease(string key, NetworkRecord record, NetworkAttachment attachment, OwnerLock owner, List<Socket> reservations)
+    {
+        Key = key;
+        Record = record;
+        Attachment = attachment;
+        _owner = owner;
+        _reservations = reservations;
+    }
+
+    public string Key { get; }
+
+    public NetworkRecord Record { get; }
+
+    public NetworkAttachment Attachment { get; }
+
+    /// <summary>The namespace the runtime joins.</summary>
+    public string NamespacePath => "/run/netns/" + Attachment.Namespace;
+
+    internal void ReleaseOwner() => _owner.Release();
+
+    public void Dispose()
+    {
+        foreach (var socket in _reservations)
+        {
+            socket.Dispose();
+        }
+
+        _owner.Dispose();
+    }
+}
+
+/// <summary>
+/// Corral's bridge network: one bridge per host (the sandboxes' gateway, NAT out), one network
+/// namespace and veth per sandbox, its port isolated on the bridge (neighbours reach each other only
+/// through the host's firewall), one nftables table with each sandbox's rules tagged by its key.
+/// Created first and removed last around the container; a dead owner's leftovers are found by its
+/// free owner lock and removed by <see cref="ReclaimAsync"/> and <see cref="ReconcileAsync"/>.
+/// </summary>
+public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? commands = null, ILogger? logger = null)
+{
+    private readonly INetworkCommands _commands = commands ?? new ProcessNetworkCommands();
+    private readonly ILogger _logger = logger ?? NullLogger.Instance;
+
+    public NetworkOptions Options => options;
+
+    /// <summary>The host-wide name of a sandbox's network: its state dir and id, hashed (ids repeat across state dirs).</summary>
+    public static string KeyOf(string stateDir, string id)
+    {
+        var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(Path.GetFullPath(stateDir) + "\0" + id));
+        return Convert.ToHexStringLower(bytes)[..12];
+    }
+
+    public static string NamespaceOf(string key) => "corral-" + key;
+
+    /// <summary>The host end of the sandbox's veth (at most 15 characters).</summary>
+    public static string VethOf(string key) => "cv" + key;
+
+    /// <summary>
+    /// Gives the sandbox its namespace, address, rules and ports; throws AlreadyExists when a host port
+    /// is taken (before anything is created) and HostFault when the host cannot set it up (nothing left).
+    /// </summary>
+    public async Task<NetworkLease> AttachAsync(string stateDir, string id, NetworkRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var key = KeyOf(stateDir, id);
+        var reservations = ReservePorts(request.Ports, out var ports);
+        OwnerLock? owner = null;
+        NetworkRecord? record = null;
+        try
+        {
+            Tools.Require();
+            PrivateFiles.CreateDirectory(options.StateDir);
+            owner = OwnerLock.TryAcquire(RecordLock(key), busyRetries: 0)
+                ?? throw CorralException.Conflict($"the network of sandbox '{id}' is held by another live process");
+            if (File.Exists(RecordFile(key)) || Path.Exists("/run/netns/" + NamespaceOf(key)) || Directory.Exists("/sys/class/net/" + VethOf(key)))
+            {
+                // A supervisor of this name died with its network up: gone before this one starts.
+                await TeardownAsync(key, ReadRecord(key)).ConfigureAwait(false);
+            }
+
+            using (var ipam = OwnerLock.TryAcquire(Path.Combine(options.StateDir, "ipam.lock"), busyRetries: 3000)
+                ?? throw CorralException.Host($"cannot lock {options.StateDir}/ipam.lock: held for over 30 s"))
+            {
+                await EnsureBridgeAsync().ConfigureAwait(false);
+                var address = Allocate();
+                var rules = NetworkRules.SandboxRules(options, key, address, request.Egress, ports);
+                record = new NetworkRecord(id, Path.GetFullPath(stateDir), address, rules.Length > 0);
+                PrivateFiles.WriteAtomically(RecordFile(key), JsonSerializer.Serialize(record, NetworkJsonContext.Default.NetworkRecord));
+            }
+
+            cancellationToken.ThrowIfCancellationRequested();
+            var (_, prefix) = options.ParsedSubnet;
+            var ns = NamespaceOf(key);
+            var veth = VethOf(key);
+            await RunAsync("ip", ["-batch", "-"], $"""
+                netns add {ns}
+                link add {veth} type veth peer name eth0 netns {ns}
+                link set {veth} master {options.Bridge}
+                link set {veth} type bridge_slave isolated on learning on
+                link set {veth} up
+
+                """).ConfigureAwait(false);
+            await RunAsync("ip", ["-n", ns, "-batch", "-"], $"""
+                link set lo up
+                addr add {record.Address}/{prefix} dev eth0
+                link set eth0 up
+                route add default via {options.Gateway}
+
+                """).ConfigureAwait(false);
+            if (record.HasRules)
+            {
+                await RunAsync("nft", ["-f", "-"], NetworkRules.SandboxRules(options, key, record.Address, request.Egress, ports)).ConfigureAwait(false);
+            }
+
+            NetworkLog.Attached(_logger, id, record.Address, ns, ports.Count);
+            return new NetworkLease(key, record, new NetworkAttachment(record.Address, options.Gateway, prefix, veth, ns, ports), owner, reservations);
+        }
+        catch (Exception ex)
+        {
+            foreach (var socket in reservations)
+            {
+                socket.Dispose();
+            }
+
+            if (owner is not null)
+            {
+                if (record is not null)
+                {
+                    await TeardownAsync(key, record).ConfigureAwait(false);
+                }
+
+                owner.Release();
+            }
+
+            if (ex is CorralException or OperationCanceledException)
+            {
+                throw;
+            }
+
+            throw CorralException.Host($"cannot set up the sandbox's network: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>Removes the sandbox's network (rules, veth, namespace, record), then lets its ports and lock go.</summary>
+    public async Task DetachAsync(NetworkLease lease)
+    {
+        ArgumentNullException.ThrowIfNull(lease);
+        try
+        {
+            await TeardownAsync(lease.Key, lease.Record).ConfigureAwait(false);
+            lease.ReleaseOwner();
+        }
+        finally
+        {
+            // A teardown that failed leaves the record with a free lock: `corral gc` finishes it.
+            lease.Dispose();
+        }
+    }
+
+    /// <summary>What a dead supervisor of <paramref name="id"/> left of its network; nothing when its owner lives or nothing is left.</summary>
+    public async Task ReclaimAsync(string stateDir, string id)
+    {
+        var key = KeyOf(stateDir, id);
+        if (!Directory.Exists(options.StateDir) || (!File.Exists(RecordFile(key)) && !Path.Exists("/run/netns/" + NamespaceOf(key)) && !Directory.Exists("/sys/class/net/" + VethOf(key))))
+        {
+            return;
+        }
+
+        using var owner = OwnerLock.TryAcquire(RecordLock(key), busyRetries: 0);
+        if (owner is null)
+        {
+            return; // its supervisor lives: the network is its to remove
+        }
+
+        await TeardownAsync(key, ReadRecord(key)).ConfigureAwait(false);
+        owner.Release();
+    }
+
+    /// <summary>
+    /// Every bridged sandbox network whose owner died, and every namespace, veth or rule of Corral's no
+    /// live record names, removed (a restarted daemon, `corral gc`). Returns the keys removed.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> ReconcileAsync()
+    {
+        var removed = new List<string>();
+        if (!Directory.Exists(options.StateDir))
+        {
+            return removed;
+        }
+
+        foreach (var file in Directory.EnumerateFiles(options.StateDir, "*.json"))
+        {
+            var key = Path.GetFileNameWithoutExtension(file);
+            using var owner = OwnerLock.TryAcquire(RecordLock(key), busyRetries: 0);
+            if (owner is null)
+            {
+                continue;
+            }
+
+            await TeardownAsync(key, ReadRecord(key)).ConfigureAwait(false);
+            owner.Release();
+            removed.Add(key);
+        }
+
+        var live = Directory.EnumerateFiles(options.StateDir, "*.json").Select(Path.GetFileNameWithoutExtension).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        var orphans = new HashSet<string>(StringComparer.Ordinal);
+        if (Directory.Exists("/run/netns"))
+        {
+            orphans.UnionWith(Directory.EnumerateFileSystemEntries("/run/netns", "corral-*").Select(p => Path.GetFileName(p)["corral-".Length..]));
+        }
+
+        if (Directory.Exists("/sys/class/net"))
+        {
+            orphans.UnionWith(Directory.EnumerateFileSystemEntries("/sys/class/net", "cv*").Select(p => Path.GetFileName(p)[2..]).Where(k => k.Length == 12));
+        }
+
+        if (Tools.Nft is not null && await ListTableAsync().ConfigureAwait(false) is { } listing)
+        {
+            orphans.UnionWith(NetworkRules.KeysIn(listing));
+        }
+
+        orphans.ExceptWith(live);
+        foreach (var key in orphans.Where(k => k.All(char.IsAsciiHexDigitLower)))
+        {
+            await TeardownAsync(key, null).ConfigureAwait(false);
+            removed.Add(key);
+        }
+
+        return removed;
+    }
+
+    /// <summary>Bytes the sandbox received and sent, read off the host end of its veth (its rx is the sandbox's tx).</summary>
+    public static (long Rx, long Tx)? Counters(string hostInterface)
+    {
+        try
+        {
+            var dir = Path.Combine("/sys/class/net", hostInterface, "statistics");
+            var hostRx = long.Parse(File.ReadAllText(Path.Combine(dir, "rx_bytes")).Trim(), CultureInfo.InvariantCulture);
+            var hostTx = long.Parse(File.ReadAllText(Path.Combine(dir, "tx_bytes")).Trim(), CultureInfo.InvariantCulture);
+            return (hostTx, hostRx);
+        }
+        catch (Exception ex) when (ex is IOException or FormatException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Rules, veth, namespace and record of <paramref name="key"/>, whichever exist; a step that fails throws after the others ran.</summary>
+    private async Task TeardownAsync(string key, NetworkRecord? record)
+    {
+        var failures = new List<string>();
+        if ((record is null || record.HasRules) && Tools.Nft is not null && await ListTableAsync().ConfigureAwait(false) is { } listing)
+        {
+            var deletes = NetworkRules.DeletesFor(options, listing, k => k == key);
+            if (deletes.Count > 0)
+            {
+                var result = await _commands.RunAsync(Tools.Nft, ["-f", "-"], string.Concat(deletes)).ConfigureAwait(false);
+                if (!result.Succeeded)
+                {
+                    failures.Add($"nft: {result.Message}");
+                }
+            }
+        }
+
+        var ns = NamespaceOf(key);
+        var veth = VethOf(key);
+        var batch = new StringBuilder();
+        if (Directory.Exists("/sys/class/net/" + veth))
+        {
+            batch.Append(CultureInfo.InvariantCulture, $"link del {veth}\n");
+        }
+
+        if (Path.Exists("/run/netns/" + ns))
+        {
+            batch.Append(CultureInfo.InvariantCulture, $"netns del {ns}\n");
+        }
+
+        if (batch.Length > 0 && Tools.Ip is { } ip)
+        {
+            var result = await _commands.RunAsync(ip, ["-force", "-batch", "-"], batch.ToString()).ConfigureAwait(false);
+            if (!result.Succeeded || Directory.Exists("/sys/class/net/" + veth) || Path.Exists("/run/netns/" + ns))
+            {
+                failures.Add($"ip: {result.Message}");
+            }
+        }
+
+        if (failures.Count > 0)
+        {
+            throw new IOException($"network {key}: {string.Join("; ", failures)}");
+        }
+
+        File.Delete(RecordFile(key));
+        NetworkLog.Detached(_logger, record?.Id ?? key, record?.Address ?? "-");
+    }
+
+    private async Task EnsureBridgeAsync()
+    {
+        var bridge = options.Bridge;
+        if (!Directory.Exists("/sys/class/net/" + bridge))
+        {
+            var (network, prefix) = options.ParsedSubnet;
+            _ = network;
+            await RunAsync("ip", ["-batch", "-"], $"""
+                link add {bridge} type bridge
+                addr add {options.Gateway}/{prefix} dev {bridge}
+                link set {bridge} up
+
+                """).ConfigureAwait(false);
+        }
+
+        // The host routes for its sandboxes; the bridge answers ARP for a neighbour (ports are isolated,
+        // so neighbours meet only through the host's firewall) and sends no redirects around it; a
+        // published 127.0.0.1 port may be routed to the bridge; the bridge has no IPv6 address.
+        WriteSysctl("net/ipv4/ip_forward", "1");
+        WriteSysctl($"net/ipv4/conf/{bridge}/proxy_arp", "1");
+        WriteSysctl($"net/ipv4/conf/{bridge}/proxy_arp_pvlan", "1");
+        WriteSysctl($"net/ipv4/conf/{bridge}/send_redirects", "0");
+        WriteSysctl($"net/ipv4/conf/{bridge}/route_localnet", "1");
+        WriteSysctl($"net/ipv6/conf/{bridge}/disable_ipv6", "1");
+        if (await ListTableAsync().ConfigureAwait(false) is null)
+        {
+            await RunAsync("nft", ["-f", "-"], NetworkRules.BaseRuleset(options)).ConfigureAwait(false);
+        }
+    }
+
+    private static void WriteSysctl(string name, string value)
+    {
+        var path = "/proc/sys/" + name;
+        if (File.Exists(path) && File.ReadAllText(path).Trim() != value)
+        {
+            File.WriteAllText(path, value);
+        }
+    }
+
+    private async Task<string?> ListTableAsync()
+    {
+        var result = await _commands.RunAsync(Tools.Nft ?? "nft", ["-a", "list", "table", "inet", options.Table], null).ConfigureAwait(false);
+        return result.Succeeded ? result.Stdout : null;
+    }
+
+    private string Allocate()
+    {
+        var (network, prefix) = options.ParsedSubnet;
+        var size = 1u << (32 - prefix);
+        var used = Directory.EnumerateFiles(options.StateDir, "*.json")
+            .Select(f => ReadRecord(Path.GetFileNameWithoutExtension(f))?.Address)
+            .OfType<string>()
+            .ToHashSet(StringComparer.Ordinal);
+        var cursorFile = Path.Combine(options.StateDir, "next");
+        var next = File.Exists(cursorFile) && uint.TryParse(File.ReadAllText(cursorFile).Trim(), CultureInfo.InvariantCulture, out var n) ? n : 2u;
+        for (var tried = 0u; tried < size; tried++)
+        {
+            var offset = (next + tried) % size;
+            if (offset < 2 || offset == size - 1)
+            {
+                continue; // network, gateway, broadcast
+            }
+
+            var address = Ipv4.FromUInt(network + offset);
+            if (!used.Contains(address))
+            {
+                PrivateFiles.WriteAtomically(cursorFile, (offset + 1).ToString(CultureInfo.InvariantCulture));
+                return address;
+            }
+        }
+
+        throw CorralException.Host($"no free address left in {options.Subnet}");
+    }
+
+    private static List<Socket> ReservePorts(IReadOnlyList<PortMapping> asked, out List<PortMapping> ports)
+    {
+        var sockets = new List<Socket>();
+        ports = [];
+        try
+        {
+            foreach (var port in asked)
+            {
+                var socket = port.Protocol == PortProtocol.Udp
+                    ? new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp)
+                    : new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                sockets.Add(socket);
+                try
+                {
+                    socket.Bind(new IPEndPoint(IPAddress.Parse(port.HostIp), port.HostPort));
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+                {
+                    throw CorralException.Conflict($"cannot publish {port}: host port {port.HostIp}:{port.HostPort}/{port.Protocol.ToString().ToLowerInvariant()} is already in use");
+                }
+                catch (SocketException ex)
+                {
+                    throw CorralException.Invalid($"cannot publish {port}: {ex.Message}");
+                }
+
+                ports.Add(port with { HostPort = ((IPEndPoint)socket.LocalEndPoint!).Port });
+            }
+
+            return sockets;
+        }
+        catch
+        {
+            foreach (var socket in sockets)
+            {
+                socket.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    private async Task RunAsync(string tool, IReadOnlyList<string> args, string stdin)
+    {
+        var binary = tool == "nft" ? Tools.Nft : Tools.Ip;
+        var result = await _commands.RunAsync(binary ?? tool, args, stdin).ConfigureAwait(false);
+        if (!result.Succeeded)
+        {
+            throw new IOException($"{tool} {string.Join(' ', args)}: {result.Message}");
+        }
+    }
+
+    private NetworkRecord? ReadRecord(string key)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllText(RecordFile(key)), NetworkJsonContext.Default.NetworkRecord);
+        }
+        catch (Exception ex) when (ex is IOException or JsonException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    private string RecordFile(string key) => Path.Combine(options.StateDir, key + ".json");
+
+    private string RecordLock(string key) => Path.Combine(options.StateDir, key + ".lock");
+
+    /// <summary>Where `ip` and `nft` are (sbin is not always on PATH).</summary>
+    private static class Tools
+    {
+        public static string? Ip { get; } = Find("ip");
+
+        public static string? Nft { get; } = Find("nft");
+
+        public static void Require()
+        {
+            if (Ip is null)
+            {
+                throw CorralException.Host("--network bridge needs `ip`: install iproute2 (apt-get install iproute2)");
+            }
+
+            if (Nft is null)
+            {
+                throw CorralException.Host("--network bridge needs `nft`: install nftables (apt-get install nftables)");
+            }
+        }
+
+        private static string? Find(string name) =>
+            RuntimeCommandRunner.Locate(name) ?? new[] { "/usr/sbin/", "/sbin/" }.Select(d => d + name).FirstOrDefault(File.Exists);
+    }
+}
+
+/// <summary>Runs `ip` and `nft` with a deadline; what they print comes back for the error.</summary>
+public sealed class ProcessNetworkCommands : INetworkCommands
+{
+    public async Task<RuntimeCommandResult> RunAsync(string binary, IReadOnlyList<string> args, string? stdin)
+    {
+        var info = new ProcessStartInfo(binary)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var arg in args)
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        using var process = Process.Start(info) ?? throw new IOException($"could not start {binary}");
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (stdin is not null)
+        {
+            await process.StandardInput.WriteAsync(stdin).ConfigureAwait(false);
+        }
+
+        process.StandardInput.Close();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            return new RuntimeCommandResult(-1, string.Empty, $"{binary} did not finish within 20s");
+        }
+
+        return new RuntimeCommandResult(process.ExitCode, await stdout.ConfigureAwait(false), await stderr.ConfigureAwait(false));
+    }
+}
+
+internal static partial class NetworkLog
+{
+    [LoggerMessage(2301, LogLevel.Information, "network attached id={Id} address={Address} netns={Namespace} ports={Ports}")]
+    public static partial void Attached(ILogger logger, string id, string address, string @namespace, int ports);
+
+    [LoggerMessage(2302, LogLevel.Debug, "network removed id={Id} address={Address}")]
+    public static partial void Detached(ILogger logger, string id, string address);
+}
