@@ -1,23 +1,28 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Corral.Common;
+using Corral.Interop;
 using Corral.Runtimes;
 using Corral.Supervision;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Win32.SafeHandles;
 
 namespace Corral.Networking;
 
-/// <summary>The one seam of the network's effects: `ip` and `nft` runs.</summary>
+/// <summary>The one seam of the network's effects on the host: `ip` and `nft` runs, and sysctls.</summary>
 public interface INetworkCommands
 {
     Task<RuntimeCommandResult> RunAsync(string binary, IReadOnlyList<string> args, string? stdin);
+
+    /// <summary>Sets /proc/sys/<paramref name="name"/> when it exists and differs.</summary>
+    void WriteSysctl(string name, string value);
 }
 
 /// <summary>What a bridged sandbox holds in the host-wide directory while it lives (KEY.json, beside its owner lock KEY.lock).</summary>
@@ -35,9 +40,9 @@ internal sealed partial class NetworkJsonContext : JsonSerializerContext;
 public sealed class NetworkLease : IDisposable
 {
     private readonly OwnerLock _owner;
-    private readonly List<Socket> _reservations;
+    private readonly List<SafeFileHandle> _reservations;
 
-    internal NetworkLease(string key, NetworkRecord record, NetworkAttachment attachment, OwnerLock owner, List<Socket> reservations)
+    internal NetworkLease(string key, NetworkRecord record, NetworkAttachment attachment, OwnerLock owner, List<SafeFileHandle> reservations)
     {
         Key = key;
         Record = record;
@@ -85,7 +90,7 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
     /// <summary>The host-wide name of a sandbox's network: its state dir and id, hashed (ids repeat across state dirs).</summary>
     public static string KeyOf(string stateDir, string id)
     {
-        var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(Path.GetFullPath(stateDir) + "\0" + id));
+        var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(Path.TrimEndingDirectorySeparator(Path.GetFullPath(stateDir)) + "\0" + id));
         return Convert.ToHexStringLower(bytes)[..12];
     }
 
@@ -111,14 +116,13 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
             PrivateFiles.CreateDirectory(options.StateDir);
             owner = OwnerLock.TryAcquire(RecordLock(key), busyRetries: 0)
                 ?? throw CorralException.Conflict($"the network of sandbox '{id}' is held by another live process");
-            if (File.Exists(RecordFile(key)) || Path.Exists("/run/netns/" + NamespaceOf(key)) || Directory.Exists("/sys/class/net/" + VethOf(key)))
+            if (File.Exists(RecordFile(key)) || Path.Exists(options.NetnsDir + "/" + NamespaceOf(key)) || Directory.Exists(options.InterfacesDir + "/" + VethOf(key)))
             {
                 // A supervisor of this name died with its network up: gone before this one starts.
                 await TeardownAsync(key, ReadRecord(key)).ConfigureAwait(false);
             }
 
-            using (var ipam = OwnerLock.TryAcquire(Path.Combine(options.StateDir, "ipam.lock"), busyRetries: 3000)
-                ?? throw CorralException.Host($"cannot lock {options.StateDir}/ipam.lock: held for over 30 s"))
+            using (LockExclusive(Path.Combine(options.StateDir, "ipam.lock")))
             {
                 await EnsureBridgeAsync().ConfigureAwait(false);
                 var address = Allocate();
@@ -200,7 +204,7 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
     public async Task ReclaimAsync(string stateDir, string id)
     {
         var key = KeyOf(stateDir, id);
-        if (!Directory.Exists(options.StateDir) || (!File.Exists(RecordFile(key)) && !Path.Exists("/run/netns/" + NamespaceOf(key)) && !Directory.Exists("/sys/class/net/" + VethOf(key))))
+        if (!Directory.Exists(options.StateDir) || (!File.Exists(RecordFile(key)) && !Path.Exists(options.NetnsDir + "/" + NamespaceOf(key)) && !Directory.Exists(options.InterfacesDir + "/" + VethOf(key))))
         {
             return;
         }
@@ -243,14 +247,14 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
 
         var live = Directory.EnumerateFiles(options.StateDir, "*.json").Select(Path.GetFileNameWithoutExtension).OfType<string>().ToHashSet(StringComparer.Ordinal);
         var orphans = new HashSet<string>(StringComparer.Ordinal);
-        if (Directory.Exists("/run/netns"))
+        if (Directory.Exists(options.NetnsDir))
         {
-            orphans.UnionWith(Directory.EnumerateFileSystemEntries("/run/netns", "corral-*").Select(p => Path.GetFileName(p)["corral-".Length..]));
+            orphans.UnionWith(Directory.EnumerateFileSystemEntries(options.NetnsDir, "corral-*").Select(p => Path.GetFileName(p)["corral-".Length..]));
         }
 
-        if (Directory.Exists("/sys/class/net"))
+        if (Directory.Exists(options.InterfacesDir))
         {
-            orphans.UnionWith(Directory.EnumerateFileSystemEntries("/sys/class/net", "cv*").Select(p => Path.GetFileName(p)[2..]).Where(k => k.Length == 12));
+            orphans.UnionWith(Directory.EnumerateFileSystemEntries(options.InterfacesDir, "cv*").Select(p => Path.GetFileName(p)[2..]).Where(k => k.Length == 12));
         }
 
         if (Tools.Nft is not null && await ListTableAsync().ConfigureAwait(false) is { } listing)
@@ -304,12 +308,12 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
         var ns = NamespaceOf(key);
         var veth = VethOf(key);
         var batch = new StringBuilder();
-        if (Directory.Exists("/sys/class/net/" + veth))
+        if (Directory.Exists(options.InterfacesDir + "/" + veth))
         {
             batch.Append(CultureInfo.InvariantCulture, $"link del {veth}\n");
         }
 
-        if (Path.Exists("/run/netns/" + ns))
+        if (Path.Exists(options.NetnsDir + "/" + ns))
         {
             batch.Append(CultureInfo.InvariantCulture, $"netns del {ns}\n");
         }
@@ -317,7 +321,7 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
         if (batch.Length > 0 && Tools.Ip is { } ip)
         {
             var result = await _commands.RunAsync(ip, ["-force", "-batch", "-"], batch.ToString()).ConfigureAwait(false);
-            if (!result.Succeeded || Directory.Exists("/sys/class/net/" + veth) || Path.Exists("/run/netns/" + ns))
+            if (!result.Succeeded || Directory.Exists(options.InterfacesDir + "/" + veth) || Path.Exists(options.NetnsDir + "/" + ns))
             {
                 failures.Add($"ip: {result.Message}");
             }
@@ -335,7 +339,7 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
     private async Task EnsureBridgeAsync()
     {
         var bridge = options.Bridge;
-        if (!Directory.Exists("/sys/class/net/" + bridge))
+        if (!Directory.Exists(options.InterfacesDir + "/" + bridge))
         {
             var (network, prefix) = options.ParsedSubnet;
             _ = network;
@@ -350,25 +354,39 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
         // The host routes for its sandboxes; the bridge answers ARP for a neighbour (ports are isolated,
         // so neighbours meet only through the host's firewall) and sends no redirects around it; a
         // published 127.0.0.1 port may be routed to the bridge; the bridge has no IPv6 address.
-        WriteSysctl("net/ipv4/ip_forward", "1");
-        WriteSysctl($"net/ipv4/conf/{bridge}/proxy_arp", "1");
-        WriteSysctl($"net/ipv4/conf/{bridge}/proxy_arp_pvlan", "1");
-        WriteSysctl($"net/ipv4/conf/{bridge}/send_redirects", "0");
-        WriteSysctl($"net/ipv4/conf/{bridge}/route_localnet", "1");
-        WriteSysctl($"net/ipv6/conf/{bridge}/disable_ipv6", "1");
+        _commands.WriteSysctl("net/ipv4/ip_forward", "1");
+        _commands.WriteSysctl($"net/ipv4/conf/{bridge}/proxy_arp", "1");
+        _commands.WriteSysctl($"net/ipv4/conf/{bridge}/proxy_arp_pvlan", "1");
+        _commands.WriteSysctl($"net/ipv4/conf/{bridge}/send_redirects", "0");
+        _commands.WriteSysctl($"net/ipv4/conf/{bridge}/route_localnet", "1");
+        _commands.WriteSysctl($"net/ipv6/conf/{bridge}/disable_ipv6", "1");
         if (await ListTableAsync().ConfigureAwait(false) is null)
         {
             await RunAsync("nft", ["-f", "-"], NetworkRules.BaseRuleset(options)).ConfigureAwait(false);
         }
     }
 
-    private static void WriteSysctl(string name, string value)
+    /// <summary>A host-wide mutex (an flock, waited for) around address allocation and the bridge's setup.</summary>
+    private static SafeFileHandle LockExclusive(string path)
     {
-        var path = "/proc/sys/" + name;
-        if (File.Exists(path) && File.ReadAllText(path).Trim() != value)
+        var fd = LibC.open(path, LibC.O_RDWR | LibC.O_CREAT | LibC.O_CLOEXEC, 0b110_000_000);
+        if (fd < 0)
         {
-            File.WriteAllText(path, value);
+            throw CorralException.Host($"cannot open {path}: {LibC.LastErrorMessage}");
         }
+
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        while (LibC.flock(fd, LibC.LOCK_EX) != 0)
+        {
+            if (LibC.LastError != LibC.EINTR)
+            {
+                var error = LibC.LastErrorMessage;
+                handle.Dispose();
+                throw CorralException.Host($"cannot lock {path}: {error}");
+            }
+        }
+
+        return handle;
     }
 
     private async Task<string?> ListTableAsync()
@@ -406,32 +424,58 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
         throw CorralException.Host($"no free address left in {options.Subnet}");
     }
 
-    private static List<Socket> ReservePorts(IReadOnlyList<PortMapping> asked, out List<PortMapping> ports)
+    /// <summary>Throws AlreadyExists when a fixed host port of <paramref name="ports"/> is taken now.</summary>
+    public static void EnsurePortsFree(IReadOnlyList<PortMapping> ports)
     {
-        var sockets = new List<Socket>();
+        ArgumentNullException.ThrowIfNull(ports);
+        foreach (var socket in ReservePorts([.. ports.Where(p => p.HostPort != 0)], out _))
+        {
+            socket.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Binds each host port (not listening: the DNAT rule sends its traffic to the sandbox first), so
+    /// that no other sandbox or program can take it while the sandbox lives. Plain sockets, without the
+    /// SO_REUSEADDR .NET sets on its own, under which two bound sockets of one user share a port.
+    /// </summary>
+    private static List<SafeFileHandle> ReservePorts(IReadOnlyList<PortMapping> asked, out List<PortMapping> ports)
+    {
+        var sockets = new List<SafeFileHandle>();
         ports = [];
         try
         {
             foreach (var port in asked)
             {
-                var socket = port.Protocol == PortProtocol.Udp
-                    ? new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp)
-                    : new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                sockets.Add(socket);
-                try
+                var fd = LibC.socket(LibC.AF_INET, (port.Protocol == PortProtocol.Udp ? LibC.SOCK_DGRAM : LibC.SOCK_STREAM) | LibC.SOCK_CLOEXEC, 0);
+                if (fd < 0)
                 {
-                    socket.Bind(new IPEndPoint(IPAddress.Parse(port.HostIp), port.HostPort));
-                }
-                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
-                {
-                    throw CorralException.Conflict($"cannot publish {port}: host port {port.HostIp}:{port.HostPort}/{port.Protocol.ToString().ToLowerInvariant()} is already in use");
-                }
-                catch (SocketException ex)
-                {
-                    throw CorralException.Invalid($"cannot publish {port}: {ex.Message}");
+                    throw CorralException.Host($"cannot publish {port}: socket: {LibC.LastErrorMessage}");
                 }
 
-                ports.Add(port with { HostPort = ((IPEndPoint)socket.LocalEndPoint!).Port });
+                var handle = new SafeFileHandle(fd, ownsHandle: true);
+                sockets.Add(handle);
+                var address = new LibC.SockAddrIn
+                {
+                    Family = LibC.AF_INET,
+                    Port = (ushort)IPAddress.HostToNetworkOrder((short)port.HostPort),
+                    Address = (uint)IPAddress.HostToNetworkOrder((int)Ipv4.ToUInt(IPAddress.Parse(port.HostIp))),
+                };
+                if (LibC.bind(fd, address, Marshal.SizeOf<LibC.SockAddrIn>()) != 0)
+                {
+                    var errno = LibC.LastError;
+                    throw errno == LibC.EADDRINUSE
+                        ? CorralException.Conflict($"cannot publish {port}: host port {port.HostIp}:{port.HostPort}/{port.Protocol.ToString().ToLowerInvariant()} is already in use")
+                        : CorralException.Invalid($"cannot publish {port}: {LibC.ErrorText(errno)}");
+                }
+
+                var length = Marshal.SizeOf<LibC.SockAddrIn>();
+                if (LibC.getsockname(fd, out var bound, ref length) != 0)
+                {
+                    throw CorralException.Host($"cannot publish {port}: getsockname: {LibC.LastErrorMessage}");
+                }
+
+                ports.Add(port with { HostPort = (ushort)IPAddress.NetworkToHostOrder((short)bound.Port) });
             }
 
             return sockets;
@@ -501,6 +545,15 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
 /// <summary>Runs `ip` and `nft` with a deadline; what they print comes back for the error.</summary>
 public sealed class ProcessNetworkCommands : INetworkCommands
 {
+    public void WriteSysctl(string name, string value)
+    {
+        var path = "/proc/sys/" + name;
+        if (File.Exists(path) && File.ReadAllText(path).Trim() != value)
+        {
+            File.WriteAllText(path, value);
+        }
+    }
+
     public async Task<RuntimeCommandResult> RunAsync(string binary, IReadOnlyList<string> args, string? stdin)
     {
         var info = new ProcessStartInfo(binary)

@@ -16,6 +16,12 @@ public sealed record NetworkOptions
     /// <summary>Host-wide records of bridged sandboxes (owner locks, leases), 0700.</summary>
     public string StateDir { get; init; } = "/run/corral-net";
 
+    /// <summary>Where `ip netns` keeps named namespaces (looked at for orphans).</summary>
+    public string NetnsDir { get; init; } = "/run/netns";
+
+    /// <summary>The host's interfaces (looked at for orphaned veths and for counters).</summary>
+    public string InterfacesDir { get; init; } = "/sys/class/net";
+
     /// <summary>The one nftables table (family inet) Corral owns; each sandbox's rules carry its key as comment.</summary>
     public string Table { get; init; } = "corral";
 

@@ -373,7 +373,7 @@ public sealed class ContainerSupervisor(
         }
 
         InputRules.Process(request.Command, request.Env, request.Workdir);
-        _ = NetworkInput.Validate(request.Network);
+        var network = NetworkInput.Validate(request.Network);
         if (request.Timeout is { } timeout)
         {
             InputRules.Duration("--timeout", timeout);
@@ -440,6 +440,9 @@ public sealed class ContainerSupervisor(
             ValidateInRootfs(request, rootfs);
         }
 
+        // A host port another program or sandbox holds refuses the request now (ALREADY_EXISTS, exit 125);
+        // the reservation at create stays the arbiter of a race.
+        BridgeNetwork.EnsurePortsFree(network.Ports);
         return [.. request.Command];
     }
 

@@ -93,6 +93,8 @@ public static class TestHost
             leaks.Add($"a mount mentions {id}");
         }
 
+        leaks.AddRange(await NetworkLeaksAsync(Corral.Networking.BridgeNetwork.KeyOf(stateDir, id)));
+
         foreach (var proc in Directory.EnumerateDirectories("/proc").Where(d => int.TryParse(Path.GetFileName(d), out _)))
         {
             try
@@ -115,6 +117,51 @@ public static class TestHost
         }
 
         return leaks;
+    }
+
+    /// <summary>
+    /// What a bridged sandbox's network would leave (its key: <see cref="Corral.Networking.BridgeNetwork.KeyOf"/>):
+    /// its namespace, its veth, its record and lock, and any firewall rule tagged with it.
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> NetworkLeaksAsync(string key)
+    {
+        var leaks = new List<string>();
+        var ns = Corral.Networking.BridgeNetwork.NamespaceOf(key);
+        var veth = Corral.Networking.BridgeNetwork.VethOf(key);
+        foreach (var path in new[] { "/run/netns/" + ns, "/sys/class/net/" + veth, $"/run/corral-net/{key}.json", $"/run/corral-net/{key}.lock" })
+        {
+            if (Path.Exists(path))
+            {
+                leaks.Add($"{path} exists");
+            }
+        }
+
+        if (File.ReadAllText("/proc/self/mountinfo").Contains(ns, StringComparison.Ordinal))
+        {
+            leaks.Add($"a mount mentions {ns}");
+        }
+
+        if (await NftRulesAsync() is { } rules && rules.Contains("corral:" + key, StringComparison.Ordinal))
+        {
+            leaks.Add($"an nftables rule is tagged corral:{key}");
+        }
+
+        return leaks;
+    }
+
+    /// <summary>Corral's nftables table as `nft` lists it; null when it does not exist (or nft is missing).</summary>
+    public static async Task<string?> NftRulesAsync()
+    {
+        var nft = new[] { "/usr/sbin/nft", "/sbin/nft" }.FirstOrDefault(File.Exists);
+        if (nft is null)
+        {
+            return null;
+        }
+
+        using var process = Process.Start(new ProcessStartInfo(nft, ["list", "table", "inet", "corral"]) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        var output = await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        return process.ExitCode == 0 ? output : null;
     }
 
     /// <summary>
