@@ -48,6 +48,7 @@ ensure_matplotlib()
 import benchlib as b  # noqa: E402
 import exp_daemon  # noqa: E402
 import exp_latency  # noqa: E402
+import exp_network  # noqa: E402
 import exp_oom  # noqa: E402
 import exp_scale  # noqa: E402
 
@@ -58,6 +59,7 @@ EXPERIMENTS = [
     ("throughput", exp_scale.throughput),
     ("density", exp_scale.density),
     ("daemon", exp_daemon.daemon),
+    ("network", exp_network.network),
 ]
 
 

@@ -150,10 +150,8 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
                 route add default via {options.Gateway}
 
                 """).ConfigureAwait(false);
-            if (record.HasRules)
-            {
-                await RunAsync("nft", ["-f", "-"], NetworkRules.SandboxRules(options, key, record.Address, request.Egress, ports)).ConfigureAwait(false);
-            }
+            // One transaction: Corral's table made whole (see BaseRuleset), then this sandbox's rules.
+            await RunAsync("nft", ["-f", "-"], NetworkRules.BaseRuleset(options) + NetworkRules.SandboxRules(options, key, record.Address, request.Egress, ports)).ConfigureAwait(false);
 
             NetworkLog.Attached(_logger, id, record.Address, ns, ports.Count);
             return new NetworkLease(key, record, new NetworkAttachment(record.Address, options.Gateway, prefix, veth, ns, ports), owner, reservations);
@@ -360,10 +358,6 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
         _commands.WriteSysctl($"net/ipv4/conf/{bridge}/send_redirects", "0");
         _commands.WriteSysctl($"net/ipv4/conf/{bridge}/route_localnet", "1");
         _commands.WriteSysctl($"net/ipv6/conf/{bridge}/disable_ipv6", "1");
-        if (await ListTableAsync().ConfigureAwait(false) is null)
-        {
-            await RunAsync("nft", ["-f", "-"], NetworkRules.BaseRuleset(options)).ConfigureAwait(false);
-        }
     }
 
     /// <summary>A host-wide mutex (an flock, waited for) around address allocation and the bridge's setup.</summary>

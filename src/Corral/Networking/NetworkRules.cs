@@ -49,50 +49,48 @@ public static partial class NetworkRules
 {
     public const string CommentPrefix = "corral:";
 
+    /// <summary>
+    /// Corral's table, as one idempotent nftables transaction: the table and chains are added when
+    /// missing, and the base chains (which hold only these fixed rules) are flushed and written again, so
+    /// a table someone emptied or changed is whole after the next sandbox starts. The per-sandbox chains
+    /// (sandbox_forward, sandbox_input, ports) are never flushed here.
+    /// </summary>
     public static string BaseRuleset(NetworkOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
+        var t = $"inet {options.Table}";
         var bridge = Quote(options.Bridge);
         var subnet = NetworkInput.Cidr(options.Subnet, "subnet");
         return $$"""
-            table inet {{options.Table}} {
-              chain forward {
-                type filter hook forward priority filter - 5; policy accept;
-                ct state established,related accept
-                jump sandbox_forward
-                iifname {{bridge}} oifname {{bridge}} drop
-                iifname {{bridge}} ip daddr 169.254.0.0/16 drop
-                iifname {{bridge}} meta nfproto ipv6 drop
-                iifname {{bridge}} ip saddr != {{subnet}} drop
-                oifname {{bridge}} ct status dnat accept
-                oifname {{bridge}} drop
-              }
-              chain sandbox_forward {
-              }
-              chain input {
-                type filter hook input priority filter - 5; policy accept;
-                iifname {{bridge}} ct state established,related accept
-                jump sandbox_input
-                iifname {{bridge}} drop
-              }
-              chain sandbox_input {
-              }
-              chain prerouting {
-                type nat hook prerouting priority dstnat; policy accept;
-                jump ports
-              }
-              chain output {
-                type nat hook output priority -100; policy accept;
-                jump ports
-              }
-              chain ports {
-              }
-              chain postrouting {
-                type nat hook postrouting priority srcnat; policy accept;
-                ip saddr {{subnet}} oifname != {{bridge}} masquerade
-                oifname {{bridge}} ip saddr 127.0.0.0/8 masquerade
-              }
-            }
+            add table {{t}}
+            add chain {{t}} sandbox_forward
+            add chain {{t}} sandbox_input
+            add chain {{t}} ports
+            add chain {{t}} forward { type filter hook forward priority filter - 5; policy accept; }
+            flush chain {{t}} forward
+            add rule {{t}} forward ct state established,related accept
+            add rule {{t}} forward jump sandbox_forward
+            add rule {{t}} forward iifname {{bridge}} oifname {{bridge}} drop
+            add rule {{t}} forward iifname {{bridge}} ip daddr 169.254.0.0/16 drop
+            add rule {{t}} forward iifname {{bridge}} meta nfproto ipv6 drop
+            add rule {{t}} forward iifname {{bridge}} ip saddr != {{subnet}} drop
+            add rule {{t}} forward oifname {{bridge}} ct status dnat accept
+            add rule {{t}} forward oifname {{bridge}} drop
+            add chain {{t}} input { type filter hook input priority filter - 5; policy accept; }
+            flush chain {{t}} input
+            add rule {{t}} input iifname {{bridge}} ct state established,related accept
+            add rule {{t}} input jump sandbox_input
+            add rule {{t}} input iifname {{bridge}} drop
+            add chain {{t}} prerouting { type nat hook prerouting priority dstnat; policy accept; }
+            flush chain {{t}} prerouting
+            add rule {{t}} prerouting jump ports
+            add chain {{t}} output { type nat hook output priority -100; policy accept; }
+            flush chain {{t}} output
+            add rule {{t}} output jump ports
+            add chain {{t}} postrouting { type nat hook postrouting priority srcnat; policy accept; }
+            flush chain {{t}} postrouting
+            add rule {{t}} postrouting ip saddr {{subnet}} oifname != {{bridge}} masquerade
+            add rule {{t}} postrouting oifname {{bridge}} ip saddr 127.0.0.0/8 masquerade
 
             """;
     }

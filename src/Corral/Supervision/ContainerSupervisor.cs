@@ -1040,6 +1040,21 @@ public sealed class ContainerSupervisor(
         }
 
         run.Watcher?.Dispose();
+
+        // The runtime has exited: no process of the container is left in its network namespace, so the
+        // network goes now, alongside the steps below (its `ip`/`nft` runs overlap the runtime's delete).
+        var network = Step(run.Id, "network", async () =>
+        {
+            if (run.Network is { } lease)
+            {
+                await _network.DetachAsync(lease).ConfigureAwait(false);
+                run.Network = null;
+            }
+            else if (run.ReclaimNetwork)
+            {
+                await _network.ReclaimAsync(options.StateDir, run.Id).ConfigureAwait(false);
+            }
+        }, failures);
         await Step(run.Id, "runtime-delete", async () =>
         {
             // Only a runtime container this run started (or reclaims) is deleted: a refused run never
@@ -1095,18 +1110,7 @@ public sealed class ContainerSupervisor(
 
             return Task.CompletedTask;
         }, failures).ConfigureAwait(false);
-        await Step(run.Id, "network", async () =>
-        {
-            if (run.Network is { } lease)
-            {
-                await _network.DetachAsync(lease).ConfigureAwait(false);
-                run.Network = null;
-            }
-            else if (run.ReclaimNetwork)
-            {
-                await _network.ReclaimAsync(options.StateDir, run.Id).ConfigureAwait(false);
-            }
-        }, failures).ConfigureAwait(false);
+        await network.ConfigureAwait(false);
         run.Process?.Dispose();
         if (failures.Count == 0)
         {
@@ -1131,7 +1135,11 @@ public sealed class ContainerSupervisor(
         catch (Exception ex)
         {
             Log.CleanupFailed(_logger, id, name, ex.Message);
-            failures.Add($"{name}: {ex.Message}");
+            lock (failures)
+            {
+                // The network's step runs alongside the others.
+                failures.Add($"{name}: {ex.Message}");
+            }
         }
     }
 

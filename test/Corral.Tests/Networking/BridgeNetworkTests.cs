@@ -38,7 +38,7 @@ public sealed class BridgeNetworkTests : IDisposable
         commands.Sysctls.ShouldContain(("net/ipv4/ip_forward", "1"));
         commands.Sysctls.ShouldContain(("net/ipv4/conf/cfake0/proxy_arp_pvlan", "1"));
         commands.Stdin.ShouldContain(s => s.Contains("link add cfake0 type bridge", StringComparison.Ordinal));
-        commands.Stdin.ShouldContain(s => s.Contains("table inet corral_unit {", StringComparison.Ordinal), "the base table, when nft lists none");
+        commands.Stdin.ShouldContain(s => s.Contains("add table inet corral_unit\n", StringComparison.Ordinal) && s.Contains("ip saddr 10.213.0.2 drop comment", StringComparison.Ordinal), "the table and the sandbox's rules in one transaction");
         commands.Stdin.ShouldContain(s => s.Contains($"netns add corral-{lease.Key}\n", StringComparison.Ordinal) && s.Contains("isolated on", StringComparison.Ordinal));
         commands.Stdin.ShouldContain(s => s.Contains("addr add 10.213.0.2/16 dev eth0", StringComparison.Ordinal));
         commands.Stdin.ShouldContain(s => s.Contains($"ip saddr 10.213.0.2 drop comment \"corral:{lease.Key}\"", StringComparison.Ordinal));

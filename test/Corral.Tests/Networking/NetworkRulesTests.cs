@@ -11,22 +11,35 @@ public sealed class NetworkRulesTests
     [Fact]
     public void The_base_ruleset_blocks_neighbours_metadata_ipv6_and_the_host_and_nats_out()
     {
-        var rules = NetworkRules.BaseRuleset(Options);
-        rules.ShouldContain("table inet corral {");
-        rules.ShouldContain("iifname \"corral0\" oifname \"corral0\" drop");
-        rules.ShouldContain("iifname \"corral0\" ip daddr 169.254.0.0/16 drop");
-        rules.ShouldContain("iifname \"corral0\" meta nfproto ipv6 drop");
-        rules.ShouldContain("oifname \"corral0\" ct status dnat accept");
+        var rules = NetworkRules.BaseRuleset(Options).Split('\n');
+        rules.ShouldContain("add table inet corral");
+        rules.ShouldContain("add rule inet corral forward iifname \"corral0\" oifname \"corral0\" drop");
+        rules.ShouldContain("add rule inet corral forward iifname \"corral0\" ip daddr 169.254.0.0/16 drop");
+        rules.ShouldContain("add rule inet corral forward iifname \"corral0\" meta nfproto ipv6 drop");
+        rules.ShouldContain("add rule inet corral forward oifname \"corral0\" ct status dnat accept");
+        rules.ShouldContain("add rule inet corral postrouting ip saddr 10.213.0.0/16 oifname != \"corral0\" masquerade");
 
         // The host: only replies to its own connections come in from the bridge.
-        var input = rules[rules.IndexOf("chain input {", StringComparison.Ordinal)..];
-        input.IndexOf("ct state established,related accept", StringComparison.Ordinal)
-            .ShouldBeLessThan(input.IndexOf("iifname \"corral0\" drop", StringComparison.Ordinal));
-        rules.ShouldContain("ip saddr 10.213.0.0/16 oifname != \"corral0\" masquerade");
+        Array.IndexOf(rules, "add rule inet corral input iifname \"corral0\" ct state established,related accept")
+            .ShouldBeLessThan(Array.IndexOf(rules, "add rule inet corral input iifname \"corral0\" drop"));
 
         // The sandbox's own allows come before the default drops.
-        var forward = rules[rules.IndexOf("chain forward {", StringComparison.Ordinal)..];
-        forward.IndexOf("jump sandbox_forward", StringComparison.Ordinal).ShouldBeLessThan(forward.IndexOf("oifname \"corral0\" drop", StringComparison.Ordinal));
+        Array.IndexOf(rules, "add rule inet corral forward jump sandbox_forward")
+            .ShouldBeLessThan(Array.IndexOf(rules, "add rule inet corral forward oifname \"corral0\" drop"));
+    }
+
+    [Fact]
+    public void The_base_ruleset_rewrites_its_own_chains_but_never_flushes_the_sandboxes_rules()
+    {
+        var rules = NetworkRules.BaseRuleset(Options).Split('\n');
+        foreach (var chain in new[] { "forward", "input", "prerouting", "output", "postrouting" })
+        {
+            Array.IndexOf(rules, $"flush chain inet corral {chain}").ShouldBeGreaterThan(-1, chain);
+            Array.IndexOf(rules, $"flush chain inet corral {chain}")
+                .ShouldBeLessThan(Array.FindIndex(rules, l => l.StartsWith($"add rule inet corral {chain} ", StringComparison.Ordinal)));
+        }
+
+        rules.ShouldNotContain(l => l.StartsWith("flush chain inet corral sandbox_", StringComparison.Ordinal) || l == "flush chain inet corral ports" || l.StartsWith("flush table", StringComparison.Ordinal));
     }
 
     [Fact]
