@@ -55,4 +55,7 @@ internal static partial class DaemonLog
 
     [LoggerMessage(4016, LogLevel.Information, "daemon serving metrics url={Url} auth=none")]
     public static partial void ListeningMetrics(ILogger logger, string url);
+
+    [LoggerMessage(4090, LogLevel.Warning, "could not remove orphaned sandbox networks error={Error}")]
+    public static partial void NetworkReconcileFailed(ILogger logger, string error);
 }

@@ -317,6 +317,20 @@ public sealed class SandboxRegistry(
     public Task StartedAsync(CancellationToken cancellationToken)
     {
         _pool.Fill();
+
+        // Bridged networks whose owners died while no daemon watched them (a shim's kill -9, a `corral
+        // run` killed): removed in the background, as `corral gc` would.
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await supervisor.ReconcileNetworksAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is IOException or CorralException or UnauthorizedAccessException)
+            {
+                DaemonLog.NetworkReconcileFailed(logger, ex.Message);
+            }
+        }, CancellationToken.None);
         return Task.CompletedTask;
     }
 

@@ -135,23 +135,34 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
             var (_, prefix) = options.ParsedSubnet;
             var ns = NamespaceOf(key);
             var veth = VethOf(key);
-            await RunAsync("ip", ["-batch", "-"], $"""
+            var hostSide = $"""
                 netns add {ns}
                 link add {veth} type veth peer name eth0 netns {ns}
                 link set {veth} master {options.Bridge}
                 link set {veth} type bridge_slave isolated on learning on
                 link set {veth} up
 
-                """).ConfigureAwait(false);
-            await RunAsync("ip", ["-n", ns, "-batch", "-"], $"""
+                """;
+            var sandboxSide = $"""
                 link set lo up
                 addr add {record.Address}/{prefix} dev eth0
                 link set eth0 up
                 route add default via {options.Gateway}
 
-                """).ConfigureAwait(false);
-            // One transaction: Corral's table made whole (see BaseRuleset), then this sandbox's rules.
-            await RunAsync("nft", ["-f", "-"], NetworkRules.BaseRuleset(options) + NetworkRules.SandboxRules(options, key, record.Address, request.Egress, ports)).ConfigureAwait(false);
+                """;
+
+            // Corral's table is written whole (see BaseRuleset) when it is missing, with this sandbox's rules
+            // in the same transaction. Rewriting the base chains costs ~15 ms each time (the kernel commits
+            // hooks), so a table that exists is taken as it is; `corral gc` and a daemon's start rewrite it.
+            var sandboxRules = NetworkRules.SandboxRules(options, key, record.Address, request.Egress, ports);
+
+            // The three steps in one process (a shell running ip, ip and nft): each process the supervisor
+            // starts costs more than the step it runs. The first failure stops the rest; its message is the error.
+            var result = await _commands.RunAsync("/bin/sh", ["-c", SetupScript, "corral-net", Tools.Ip!, Tools.Nft!, hostSide, ns, sandboxSide, NetworkRules.BaseRuleset(options), sandboxRules, options.Table], null).ConfigureAwait(false);
+            if (!result.Succeeded)
+            {
+                throw new IOException($"netns {ns}: {result.Message.ReplaceLineEndings(" ")}");
+            }
 
             NetworkLog.Attached(_logger, id, record.Address, ns, ports.Count);
             return new NetworkLease(key, record, new NetworkAttachment(record.Address, options.Gateway, prefix, veth, ns, ports), owner, reservations);
@@ -224,6 +235,7 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
     public async Task<IReadOnlyList<string>> ReconcileAsync()
     {
         var removed = new List<string>();
+        await RepairTableAsync().ConfigureAwait(false);
         if (!Directory.Exists(options.StateDir))
         {
             return removed;
@@ -482,6 +494,34 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
             }
 
             throw;
+        }
+    }
+
+    /// <summary>
+    /// $1 ip, $2 nft, $3 the host side's `ip -batch`, $4 the namespace, $5 its side's batch, $6 Corral's
+    /// table, $7 the sandbox's rules, $8 the table's name.
+    /// </summary>
+    private const string SetupScript = """
+        set -e
+        printf '%s' "$3" | "$1" -batch -
+        printf '%s' "$5" | "$1" -n "$4" -batch -
+        if ! "$2" list table inet "$8" >/dev/null 2>&1; then
+          printf '%s%s' "$6" "$7" | "$2" -f -
+        elif [ -n "$7" ]; then
+          printf '%s' "$7" | "$2" -f -
+        fi
+        """;
+
+    /// <summary>Writes Corral's table whole again (its base chains flushed and rewritten; the sandboxes' rules kept).</summary>
+    public async Task RepairTableAsync()
+    {
+        if (Tools.Nft is { } nft && (Directory.Exists(options.InterfacesDir + "/" + options.Bridge) || await ListTableAsync().ConfigureAwait(false) is not null))
+        {
+            var result = await _commands.RunAsync(nft, ["-f", "-"], NetworkRules.BaseRuleset(options)).ConfigureAwait(false);
+            if (!result.Succeeded)
+            {
+                throw new IOException($"nft: {result.Message.ReplaceLineEndings(" ")}");
+            }
         }
     }
 

@@ -297,11 +297,7 @@ public sealed class ContainerSupervisor(
 
         try
         {
-            // Namespaces, veths and rules of bridged sandboxes whose owners died, of any state dir.
-            foreach (var key in await _network.ReconcileAsync().ConfigureAwait(false))
-            {
-                Log.NetworkReclaimed(_logger, key);
-            }
+            await ReconcileNetworksAsync().ConfigureAwait(false);
         }
         catch (IOException ex)
         {
@@ -314,6 +310,21 @@ public sealed class ContainerSupervisor(
         }
 
         return reclaimed;
+    }
+
+    /// <summary>
+    /// Namespaces, veths, addresses and rules of bridged sandboxes whose owners died, of any state dir,
+    /// and Corral's table written whole again (`corral gc`, a daemon's start). Returns the keys removed.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> ReconcileNetworksAsync()
+    {
+        var removed = await _network.ReconcileAsync().ConfigureAwait(false);
+        foreach (var key in removed)
+        {
+            Log.NetworkReclaimed(_logger, key);
+        }
+
+        return removed;
     }
 
     private async Task ReclaimClaimedAsync(string id, IReadOnlyList<RuntimeKind> kinds, ContainerClaim claim)

@@ -67,7 +67,7 @@ public sealed class BridgeNetworkTests : IDisposable
         var ex = await Should.ThrowAsync<CorralException>(() => network.AttachAsync("/run/unit", "s1", new NetworkRequest { Mode = NetworkMode.Bridge }));
 
         ex.Kind.ShouldBe(ErrorKind.HostFault);
-        ex.Message.ShouldStartWith("cannot set up the sandbox's network: ip -n corral-");
+        ex.Message.ShouldStartWith("cannot set up the sandbox's network: netns corral-");
         ex.Message.ShouldNotContain("\n");
         Directory.EnumerateFiles(_dir, "*.json").ShouldBeEmpty();
         Directory.EnumerateFiles(_dir, "*.lock").Where(f => !f.EndsWith("ipam.lock", StringComparison.Ordinal)).ShouldBeEmpty();
@@ -108,7 +108,7 @@ public sealed class BridgeNetworkTests : IDisposable
             }
 
             // `nft list table` of a table that does not exist fails, as nft does.
-            if (args.Contains("list") || FailWhen(stdin ?? string.Empty))
+            if (args.Contains("list") || FailWhen(stdin ?? string.Join(' ', args)))
             {
                 return Task.FromResult(new RuntimeCommandResult(1, string.Empty, "Error: No such file or directory"));
             }
