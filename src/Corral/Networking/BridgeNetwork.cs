@@ -110,11 +110,13 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
         var reservations = ReservePorts(request.Ports, out var ports);
         OwnerLock? owner = null;
         NetworkRecord? record = null;
+        var sandboxRules = string.Empty;
         try
         {
             Tools.Require();
             PrivateFiles.CreateDirectory(options.StateDir);
-            owner = OwnerLock.TryAcquire(RecordLock(key), busyRetries: 0)
+            // A reconcile holds a key's lock for a moment while it looks: waited out (0.5 s at most).
+            owner = OwnerLock.TryAcquire(RecordLock(key), busyRetries: 50)
                 ?? throw CorralException.Conflict($"the network of sandbox '{id}' is held by another live process");
             if (File.Exists(RecordFile(key)) || Path.Exists(options.NetnsDir + "/" + NamespaceOf(key)) || Directory.Exists(options.InterfacesDir + "/" + VethOf(key)))
             {
@@ -126,8 +128,8 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
             {
                 await EnsureBridgeAsync().ConfigureAwait(false);
                 var address = Allocate();
-                var rules = NetworkRules.SandboxRules(options, key, address, request.Egress, ports);
-                record = new NetworkRecord(id, Path.GetFullPath(stateDir), address, rules.Length > 0);
+                sandboxRules = NetworkRules.SandboxRules(options, key, address, request.Egress, ports);
+                record = new NetworkRecord(id, Path.GetFullPath(stateDir), address, sandboxRules.Length > 0);
                 PrivateFiles.WriteAtomically(RecordFile(key), JsonSerializer.Serialize(record, NetworkJsonContext.Default.NetworkRecord));
             }
 
@@ -154,7 +156,6 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
             // Corral's table is written whole (see BaseRuleset) when it is missing, with this sandbox's rules
             // in the same transaction. Rewriting the base chains costs ~15 ms each time (the kernel commits
             // hooks), so a table that exists is taken as it is; `corral gc` and a daemon's start rewrite it.
-            var sandboxRules = NetworkRules.SandboxRules(options, key, record.Address, request.Egress, ports);
 
             // The three steps in one process (a shell running ip, ip and nft): each process the supervisor
             // starts costs more than the step it runs. The first failure stops the rest; its message is the error.
@@ -174,22 +175,32 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
                 socket.Dispose();
             }
 
+            var left = string.Empty;
             if (owner is not null)
             {
-                if (record is not null)
+                try
                 {
-                    await TeardownAsync(key, record).ConfigureAwait(false);
-                }
+                    if (record is not null)
+                    {
+                        await TeardownAsync(key, record).ConfigureAwait(false);
+                    }
 
-                owner.Release();
+                    owner.Release();
+                }
+                catch (IOException teardown)
+                {
+                    // Its record stays, with a free lock: `corral gc` (or a daemon's start) finishes the job.
+                    owner.Dispose();
+                    left = $" (and removing what was made failed, left for `corral gc`: {teardown.Message})";
+                }
             }
 
-            if (ex is CorralException or OperationCanceledException)
+            if ((ex is CorralException or OperationCanceledException) && left.Length == 0)
             {
                 throw;
             }
 
-            throw CorralException.Host($"cannot set up the sandbox's network: {ex.Message}", ex);
+            throw CorralException.Host($"cannot set up the sandbox's network: {ex.Message}{left}", ex);
         }
     }
 
@@ -255,7 +266,8 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
             removed.Add(key);
         }
 
-        var live = Directory.EnumerateFiles(options.StateDir, "*.json").Select(Path.GetFileNameWithoutExtension).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        // What exists is looked at before the records: a sandbox writes its record before it makes its
+        // namespace, veth or rules, so whatever is seen here without a record afterwards has none.
         var orphans = new HashSet<string>(StringComparer.Ordinal);
         if (Directory.Exists(options.NetnsDir))
         {
@@ -272,10 +284,18 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
             orphans.UnionWith(NetworkRules.KeysIn(listing));
         }
 
+        var live = Directory.EnumerateFiles(options.StateDir, "*.json").Select(Path.GetFileNameWithoutExtension).OfType<string>().ToHashSet(StringComparer.Ordinal);
         orphans.ExceptWith(live);
         foreach (var key in orphans.Where(k => k.All(char.IsAsciiHexDigitLower)))
         {
+            using var owner = OwnerLock.TryAcquire(RecordLock(key), busyRetries: 0);
+            if (owner is null)
+            {
+                continue;
+            }
+
             await TeardownAsync(key, null).ConfigureAwait(false);
+            owner.Release();
             removed.Add(key);
         }
 

@@ -327,9 +327,17 @@ public sealed class NetworkTests
         await run.WaitForExitAsync(Ct);
         (await TestHost.NetworkLeaksAsync(key)).ShouldNotBeEmpty("kill -9 leaves the network (what gc is for)");
 
+        // Someone emptied Corral's base chain meanwhile: gc writes it whole again.
+        using (var flush = Process.Start(new ProcessStartInfo("/usr/sbin/nft", ["flush", "chain", "inet", "corral", "forward"]) { RedirectStandardError = true })!)
+        {
+            await flush.WaitForExitAsync(Ct);
+            flush.ExitCode.ShouldBe(0);
+        }
+
         var gc = await CorralProcess.RunAsync(["gc"]);
         gc.ExitCode.ShouldBe(0, gc.Stderr);
         (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
+        (await TestHost.NftRulesAsync())!.ShouldContain("iifname \"corral0\" oifname \"corral0\" drop");
     }
 
     private static void Begins(string actual, string prefix, string why) =>
