@@ -190,6 +190,16 @@ _default_client: Optional[Client] = None
 _default_lock = threading.Lock()
 
 
+def _port(text: str) -> "pb.PortMapping":
+    """[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], split only: the daemon checks the values."""
+    body, _, protocol = str(text).partition("/")
+    parts = body.split(":")
+    if len(parts) not in (2, 3) or not all(x.isdigit() for x in parts[-2:]):
+        raise InvalidArgumentError(f"invalid port {text!r}: use [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]")
+    host_ip = parts[0] if len(parts) == 3 else ""
+    return pb.PortMapping(host_ip=host_ip, host_port=int(parts[-2]), container_port=int(parts[-1]), protocol=protocol)
+
+
 def _client() -> Client:
     global _default_client
     with _default_lock:
@@ -220,10 +230,16 @@ class Sandbox:
         timeout: Optional[float] = None,
         labels: Optional[Mapping[str, str]] = None,
         name: Optional[str] = None,
+        network: Optional[str] = None,
+        ports: Optional[Sequence[str]] = None,
+        egress: Optional[Sequence[str]] = None,
+        dns: Optional[Sequence[str]] = None,
         client: Optional[Client] = None,
     ) -> None:
         if runtime not in _RUNTIMES:
             raise InvalidArgumentError(f"invalid runtime {runtime!r}: use gvisor or runc")
+        if network not in (None, "none", "bridge"):
+            raise InvalidArgumentError(f"invalid network {network!r}: use none or bridge")
         self.cpu = cpu
         self.memory_bytes = parse_size(memory)
         self.image = image
@@ -236,6 +252,12 @@ class Sandbox:
         self.timeout = timeout
         self.labels = dict(labels or {})
         self.name = name
+        # network: None takes the daemon's default; ports as the CLI's -p ("8080:80", "0:53/udp",
+        # "0.0.0.0:80:80"), egress as its --egress ("none", "allow-cidr=10.213.0.7/32"); the daemon checks them.
+        self.network = network
+        self.ports = [_port(p) for p in (ports or [])]
+        self.egress = list(egress or [])
+        self.dns = list(dns or [])
         self.client = client or _client()
         self.id: Optional[str] = None
         self._exit: Optional[ExitRecord] = None
@@ -260,6 +282,20 @@ class Sandbox:
         )
         if self.timeout is not None:
             request.timeout.CopyFrom(_duration(self.timeout))
+        if self.network is not None or self.ports or self.egress or self.dns:
+            spec = request.network
+            spec.mode = pb.NETWORK_MODE_BRIDGE if self.network == "bridge" else pb.NETWORK_MODE_NONE if self.network == "none" else pb.NETWORK_MODE_UNSPECIFIED
+            spec.ports.extend(self.ports)
+            for item in self.egress:
+                if item == "none":
+                    spec.egress_none = True
+                elif item.startswith("allow-cidr="):
+                    spec.egress_allow_cidrs.extend(item[len("allow-cidr="):].split(","))
+                elif item.startswith("deny-cidr="):
+                    spec.egress_deny_cidrs.extend(item[len("deny-cidr="):].split(","))
+                else:
+                    raise InvalidArgumentError(f"invalid egress {item!r}: use none, allow-cidr=CIDR[,CIDR] or deny-cidr=CIDR[,CIDR]")
+            spec.dns.extend(self.dns)
         self.id = self.client.call(self.client.stub.Create, request).id
         return self
 
@@ -321,6 +357,13 @@ class Sandbox:
             "pid": i.pid or None,
             "exit": ExitRecord.from_proto(i.exit) if i.HasField("exit") else None,
             "error": i.error or None,
+            # A bridged sandbox's address and published ports (host port chosen for each 0), once up.
+            "network": {
+                "address": i.network.address,
+                "gateway": i.network.gateway,
+                "ports": [{"host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol}
+                          for p in i.network.ports],
+            } if i.HasField("network") else None,
         }
 
     @property
@@ -337,6 +380,8 @@ class Sandbox:
             "pids_current": s.pids_current,
             "pids_limit": _optional(s, "pids_limit"),
             "oom_kills": s.oom_kills,
+            "network_rx_bytes": _optional(s, "network_rx_bytes"),
+            "network_tx_bytes": _optional(s, "network_tx_bytes"),
         }
 
     def logs(self, follow: bool = False) -> Iterator[Tuple[str, bytes]]:

@@ -1,5 +1,8 @@
 """The Python client against a real daemon: real runc and gVisor sandboxes, real OOM kills."""
 import glob
+import hashlib
+import os
+import socket
 import threading
 import time
 
@@ -185,3 +188,53 @@ def test_the_readme_examples(client, runtime, memory, exit_code, oom_killed, std
                 assert sandbox.state == "exited"
             else:
                 assert sandbox.state == "running"
+
+
+SERVE_ONCE = (
+    "import socket\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 8080)); s.listen(4)\n"
+    "while True:\n"
+    "    c, a = s.accept(); c.sendall(('peer=%s\\n' % a[0]).encode()); c.close()\n"
+)
+
+
+def test_a_bridged_sandbox_publishes_a_port_on_loopback(client, runtime):
+    with Sandbox(runtime=runtime, command=["python3", "-c", SERVE_ONCE], network="bridge", ports=["0:8080"], client=client) as sandbox:
+        deadline = time.monotonic() + 60
+        while (info := sandbox.info())["network"] is None or info["state"] != "running":
+            assert info["state"] in ("created", "running"), info
+            assert time.monotonic() < deadline, info
+            time.sleep(0.05)
+        network = info["network"]
+        assert network["address"].startswith("10.213.")
+        port = network["ports"][0]
+        assert port["host_ip"] == "127.0.0.1" and port["container_port"] == 8080 and port["protocol"] == "tcp"
+        assert port["host_port"] > 0
+        reply = b""
+        while not reply:
+            try:
+                with socket.create_connection(("127.0.0.1", port["host_port"]), timeout=2) as c:
+                    reply = c.recv(100)
+            except OSError:
+                assert time.monotonic() < deadline, "the published port never answered"
+                time.sleep(0.1)
+        assert reply.startswith(b"peer=")
+        assert sandbox.stats()["network_rx_bytes"] > 0
+        # The daemon's sandboxes are supervised in /run/corral: the namespace is named after that and the id.
+        key = hashlib.sha256(b"/run/corral\0" + sandbox.id.encode()).hexdigest()[:12]
+        assert os.path.exists(f"/run/netns/corral-{key}")
+    assert not os.path.exists(f"/run/netns/corral-{key}"), "the namespace goes with the sandbox"
+    assert not os.path.exists(f"/sys/class/net/cv{key}"), "the veth goes with the sandbox"
+
+
+def test_bad_network_input_is_refused_and_nothing_created(client):
+    with pytest.raises(corral.InvalidArgumentError):
+        Sandbox(network="mesh", client=client)
+    with pytest.raises(corral.InvalidArgumentError):
+        Sandbox(network="bridge", ports=["abc"], client=client)
+    before = {s["id"] for s in client.list()}
+    with pytest.raises(corral.InvalidArgumentError):
+        Sandbox(runtime="runc", network="bridge", ports=["70000:80"], client=client).create()
+    with pytest.raises(corral.InvalidArgumentError):
+        Sandbox(runtime="runc", network="bridge", egress=["allow-cidr=10.0.0.0/33"], client=client).create()
+    assert {s["id"] for s in client.list()} == before
