@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Runtime.InteropServices;
@@ -57,7 +56,7 @@ public sealed class NetworkLease : IDisposable
 
     public NetworkAttachment Attachment { get; }
 
-    /// <summary>The namespace the runtime joins.</summary>
+    /// <summary>The namespace the runtime joins, where `ip netns add` always puts it (<see cref="NetworkOptions.NetnsDir"/> is only where Corral looks).</summary>
     public string NamespacePath => "/run/netns/" + Attachment.Namespace;
 
     internal void ReleaseOwner() => _owner.Release();
@@ -84,8 +83,6 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
 {
     private readonly INetworkCommands _commands = commands ?? new ProcessNetworkCommands();
     private readonly ILogger _logger = logger ?? NullLogger.Instance;
-
-    public NetworkOptions Options => options;
 
     /// <summary>The host-wide name of a sandbox's network: its state dir and id, hashed (ids repeat across state dirs).</summary>
     public static string KeyOf(string stateDir, string id)
@@ -118,7 +115,7 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
             // A reconcile holds a key's lock for a moment while it looks: waited out (0.5 s at most).
             owner = OwnerLock.TryAcquire(RecordLock(key), busyRetries: 50)
                 ?? throw CorralException.Conflict($"the network of sandbox '{id}' is held by another live process");
-            if (File.Exists(RecordFile(key)) || Path.Exists(options.NetnsDir + "/" + NamespaceOf(key)) || Directory.Exists(options.InterfacesDir + "/" + VethOf(key)))
+            if (AnythingLeft(key))
             {
                 // A supervisor of this name died with its network up: gone before this one starts.
                 await TeardownAsync(key, ReadRecord(key)).ConfigureAwait(false);
@@ -224,7 +221,7 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
     public async Task ReclaimAsync(string stateDir, string id)
     {
         var key = KeyOf(stateDir, id);
-        if (!Directory.Exists(options.StateDir) || (!File.Exists(RecordFile(key)) && !Path.Exists(options.NetnsDir + "/" + NamespaceOf(key)) && !Directory.Exists(options.InterfacesDir + "/" + VethOf(key))))
+        if (!AnythingLeft(key))
         {
             return;
         }
@@ -338,12 +335,12 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
         var ns = NamespaceOf(key);
         var veth = VethOf(key);
         var batch = new StringBuilder();
-        if (Directory.Exists(options.InterfacesDir + "/" + veth))
+        if (Directory.Exists(VethDir(key)))
         {
             batch.Append(CultureInfo.InvariantCulture, $"link del {veth}\n");
         }
 
-        if (Path.Exists(options.NetnsDir + "/" + ns))
+        if (Path.Exists(NamespaceFile(key)))
         {
             batch.Append(CultureInfo.InvariantCulture, $"netns del {ns}\n");
         }
@@ -351,7 +348,7 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
         if (batch.Length > 0 && Tools.Ip is { } ip)
         {
             var result = await _commands.RunAsync(ip, ["-force", "-batch", "-"], batch.ToString()).ConfigureAwait(false);
-            if (!result.Succeeded || Directory.Exists(options.InterfacesDir + "/" + veth) || Path.Exists(options.NetnsDir + "/" + ns))
+            if (!result.Succeeded || Directory.Exists(VethDir(key)) || Path.Exists(NamespaceFile(key)))
             {
                 failures.Add($"ip: {result.Message}");
             }
@@ -369,16 +366,19 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
     private async Task EnsureBridgeAsync()
     {
         var bridge = options.Bridge;
-        if (!Directory.Exists(options.InterfacesDir + "/" + bridge))
+        if (!Directory.Exists(Path.Combine(options.InterfacesDir, bridge)))
         {
-            var (network, prefix) = options.ParsedSubnet;
-            _ = network;
-            await RunAsync("ip", ["-batch", "-"], $"""
+            var (_, prefix) = options.ParsedSubnet;
+            var result = await _commands.RunAsync(Tools.Ip!, ["-batch", "-"], $"""
                 link add {bridge} type bridge
                 addr add {options.Gateway}/{prefix} dev {bridge}
                 link set {bridge} up
 
                 """).ConfigureAwait(false);
+            if (!result.Succeeded)
+            {
+                throw new IOException($"ip: cannot make the bridge {bridge}: {result.Message}");
+            }
         }
 
         // The host routes for its sandboxes; the bridge answers ARP for a neighbour (ports are isolated,
@@ -535,23 +535,13 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
     /// <summary>Writes Corral's table whole again (its base chains flushed and rewritten; the sandboxes' rules kept).</summary>
     public async Task RepairTableAsync()
     {
-        if (Tools.Nft is { } nft && (Directory.Exists(options.InterfacesDir + "/" + options.Bridge) || await ListTableAsync().ConfigureAwait(false) is not null))
+        if (Tools.Nft is { } nft && (Directory.Exists(Path.Combine(options.InterfacesDir, options.Bridge)) || await ListTableAsync().ConfigureAwait(false) is not null))
         {
             var result = await _commands.RunAsync(nft, ["-f", "-"], NetworkRules.BaseRuleset(options)).ConfigureAwait(false);
             if (!result.Succeeded)
             {
                 throw new IOException($"nft: {result.Message.ReplaceLineEndings(" ")}");
             }
-        }
-    }
-
-    private async Task RunAsync(string tool, IReadOnlyList<string> args, string stdin)
-    {
-        var binary = tool == "nft" ? Tools.Nft : Tools.Ip;
-        var result = await _commands.RunAsync(binary ?? tool, args, stdin).ConfigureAwait(false);
-        if (!result.Succeeded)
-        {
-            throw new IOException($"{tool} {string.Join(' ', args)}: {result.Message}");
         }
     }
 
@@ -568,6 +558,13 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
     }
 
     private string RecordFile(string key) => Path.Combine(options.StateDir, key + ".json");
+
+    private string NamespaceFile(string key) => Path.Combine(options.NetnsDir, NamespaceOf(key));
+
+    private string VethDir(string key) => Path.Combine(options.InterfacesDir, VethOf(key));
+
+    /// <summary>Whether the sandbox's record, namespace or veth exists (what a dead supervisor may leave).</summary>
+    private bool AnythingLeft(string key) => File.Exists(RecordFile(key)) || Path.Exists(NamespaceFile(key)) || Directory.Exists(VethDir(key));
 
     private string RecordLock(string key) => Path.Combine(options.StateDir, key + ".lock");
 
@@ -596,9 +593,11 @@ public sealed class BridgeNetwork(NetworkOptions options, INetworkCommands? comm
     }
 }
 
-/// <summary>Runs `ip` and `nft` with a deadline; what they print comes back for the error.</summary>
+/// <summary>The real host: `ip` and `nft` through the project's one command runner, sysctls under /proc/sys.</summary>
 public sealed class ProcessNetworkCommands : INetworkCommands
 {
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(20);
+
     public void WriteSysctl(string name, string value)
     {
         var path = "/proc/sys/" + name;
@@ -608,42 +607,8 @@ public sealed class ProcessNetworkCommands : INetworkCommands
         }
     }
 
-    public async Task<RuntimeCommandResult> RunAsync(string binary, IReadOnlyList<string> args, string? stdin)
-    {
-        var info = new ProcessStartInfo(binary)
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-
-        using var process = Process.Start(info) ?? throw new IOException($"could not start {binary}");
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (stdin is not null)
-        {
-            await process.StandardInput.WriteAsync(stdin).ConfigureAwait(false);
-        }
-
-        process.StandardInput.Close();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            return new RuntimeCommandResult(-1, string.Empty, $"{binary} did not finish within 20s");
-        }
-
-        return new RuntimeCommandResult(process.ExitCode, await stdout.ConfigureAwait(false), await stderr.ConfigureAwait(false));
-    }
+    public Task<RuntimeCommandResult> RunAsync(string binary, IReadOnlyList<string> args, string? stdin) =>
+        RuntimeCommandRunner.RunAsync(new RuntimeInvocation(binary, args), Deadline, CancellationToken.None, stdin);
 }
 
 internal static partial class NetworkLog

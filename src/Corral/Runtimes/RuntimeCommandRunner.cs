@@ -9,15 +9,21 @@ public sealed record RuntimeCommandResult(int ExitCode, string Stdout, string St
     public string Message => Stderr.Trim().Length > 0 ? Stderr.Trim() : Stdout.Trim();
 }
 
-/// <summary>Runs short runtime commands (kill, delete, list) to completion, never longer than a deadline.</summary>
+/// <summary>Runs short commands (runtime kill, delete, list; `ip`, `nft`) to completion, never longer than a deadline.</summary>
 public static class RuntimeCommandRunner
 {
-    public static async Task<RuntimeCommandResult> RunAsync(RuntimeInvocation invocation, TimeSpan deadline, CancellationToken cancellationToken = default)
+    /// <param name="stdin">Written to the command's stdin before it is closed (a script for `ip -batch -`, `nft -f -`).</param>
+    public static async Task<RuntimeCommandResult> RunAsync(RuntimeInvocation invocation, TimeSpan deadline, CancellationToken cancellationToken = default, string? stdin = null)
     {
         using var process = Process.Start(invocation.StartInfo()) ?? throw new InvalidOperationException($"could not start {invocation.FileName}");
-        process.StandardInput.Close();
         var stdout = process.StandardOutput.ReadToEndAsync(cancellationToken);
         var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
+        if (stdin is not null)
+        {
+            await process.StandardInput.WriteAsync(stdin.AsMemory(), cancellationToken).ConfigureAwait(false);
+        }
+
+        process.StandardInput.Close();
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(deadline);
         try

@@ -113,8 +113,8 @@ public sealed class ContainerSupervisor(
         observer ??= NullObserver.Instance;
         var id = request.Id ?? ContainerId.Generate();
         var runtime = ContainerRuntimes.Create(request.Runtime, runtimeOptions);
-        request = request with { Network = NetworkInput.Validate(request.Network) };
-        var command = Validate(request, id, runtime);
+        request = Validate(request, id, runtime);
+        IReadOnlyList<string> command = [.. request.Command];
 
         var startedAt = time.GetUtcNow();
         var startTimestamp = time.GetTimestamp();
@@ -375,7 +375,8 @@ public sealed class ContainerSupervisor(
         return ContainerRuntimes.Create(kind, runtimeOptions);
     }
 
-    private IReadOnlyList<string> Validate(ContainerRequest request, string id, IContainerRuntime runtime)
+    /// <summary>The one check of a request; returns it with its network in canonical form (what the rules are written from).</summary>
+    private ContainerRequest Validate(ContainerRequest request, string id, IContainerRuntime runtime)
     {
         ContainerId.Validate(id);
         if (request.Command.Count == 0 || string.IsNullOrEmpty(request.Command[0]))
@@ -454,7 +455,7 @@ public sealed class ContainerSupervisor(
         // A host port another program or sandbox holds refuses the request now (ALREADY_EXISTS, exit 125);
         // the reservation at create stays the arbiter of a race.
         BridgeNetwork.EnsurePortsFree(network.Ports);
-        return [.. request.Command];
+        return request with { Network = network };
     }
 
     private static void ValidateInRootfs(ContainerRequest request, string rootfs) =>
@@ -521,7 +522,7 @@ public sealed class ContainerSupervisor(
         }
 
         var hostname = run.Id.Length <= 63 ? run.Id : "corral";
-        var networkMounts = run.Network is { } lease ? NetworkFiles(run.BundleDir, rootfsPath, request, lease.Attachment, hostname, writableRoot: request.ImageLayers is not null) : [];
+        var networkMounts = run.Network is { } lease ? NetworkFiles(run.BundleDir, rootfsPath, request, lease.Attachment, hostname) : [];
 
         var cgroupLimits = request.Limits;
         if (runtime.Kind == RuntimeKind.Gvisor && cgroupLimits.MemoryBytes is { } asked)
@@ -964,7 +965,7 @@ public sealed class ContainerSupervisor(
     /// mount point, and a directory rootfs is the caller's, never written. An image's overlay (the
     /// container's own upper layer) gets an empty resolv.conf to mount over when it lacks one.
     /// </summary>
-    private static List<MountSpec> NetworkFiles(string bundleDir, string rootfs, ContainerRequest request, NetworkAttachment attachment, string hostname, bool writableRoot)
+    private static List<MountSpec> NetworkFiles(string bundleDir, string rootfs, ContainerRequest request, NetworkAttachment attachment, string hostname)
     {
         var mounts = new List<MountSpec>();
         string? hostResolv = null;
@@ -988,7 +989,7 @@ public sealed class ContainerSupervisor(
             var inRoot = RootfsResolver.Resolve(rootfs, target);
             if (inRoot is null || !File.Exists(inRoot))
             {
-                if (!(writableRoot && target == "/etc/resolv.conf" && RootfsResolver.Resolve(rootfs, "/etc") is { } etc && Directory.Exists(etc) && !PrivateFiles.Exists(Path.Combine(etc, "resolv.conf"))))
+                if (!(request.ImageLayers is not null && target == "/etc/resolv.conf" && RootfsResolver.Resolve(rootfs, "/etc") is { } etc && Directory.Exists(etc) && !PrivateFiles.Exists(Path.Combine(etc, "resolv.conf"))))
                 {
                     continue;
                 }

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text;
-using System.Text.Json;
 using Corral.Client;
 using Corral.IntegrationTests.Infrastructure;
 using Corral.Interop;
@@ -51,7 +50,7 @@ public sealed class CrashRecoveryTests
 
             await WaitForOutputAsync(first.Client, spanning, "before");
             await first.KillHardAsync();
-            var orphanShim = ShimPid(first, orphan);
+            var orphanShim = DaemonOwnershipTests.ShimPid(first, orphan);
             LibC.kill(orphanShim, 9).ShouldBe(0);
             await Task.Delay(TimeSpan.FromSeconds(2), Ct);
 
@@ -119,11 +118,6 @@ public sealed class CrashRecoveryTests
         return id;
     }
 
-    private static int ShimPid(DaemonProcess daemon, string id)
-    {
-        using var status = JsonDocument.Parse(File.ReadAllText(Path.Combine(daemon.StateDir, "sandboxes", id, "status.json")));
-        return status.RootElement.GetProperty("shimPid").GetInt32();
-    }
 
     private static async Task<string> ReadStdoutAsync(CorralClient client, string id)
     {

@@ -3,7 +3,6 @@ using System.Net;
 using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using System.Text;
-using System.Text.Json;
 using Corral.Client;
 using Corral.IntegrationTests.Daemon;
 using Corral.IntegrationTests.Infrastructure;
@@ -274,7 +273,7 @@ public sealed class NetworkTests
             Path.Exists("/run/netns/" + BridgeNetwork.NamespaceOf(orphanKey)).ShouldBeTrue();
 
             await first.KillHardAsync();
-            LibC.kill(ShimPid(first, orphan), 9).ShouldBe(0);
+            LibC.kill(DaemonOwnershipTests.ShimPid(first, orphan), 9).ShouldBe(0);
             await Task.Delay(TimeSpan.FromSeconds(1), Ct);
 
             second = await DaemonProcess.StartInAsync(first.Root);
@@ -486,11 +485,6 @@ public sealed class NetworkTests
 
     private static string[] Namespaces() => Directory.Exists("/run/netns") ? Directory.GetFileSystemEntries("/run/netns") : [];
 
-    private static int ShimPid(DaemonProcess daemon, string id)
-    {
-        using var status = JsonDocument.Parse(File.ReadAllText(Path.Combine(daemon.StateDir, "sandboxes", id, "status.json")));
-        return status.RootElement.GetProperty("shimPid").GetInt32();
-    }
 
     /// <summary>
     /// "The outside", made by the test: a namespace at 198.51.100.2 behind a veth from the host
