@@ -46,6 +46,7 @@ internal static class CorralCli
         root.Add(ImageCommands.Import());
         root.Add(ExecCommands.Exec());
         root.Add(ExecCommands.Execs());
+        root.Add(CopyCommand.Create());
         root.Add(ShimCommand.Create());
         root.Add(CompletionCommand.Create());
         foreach (var command in DaemonCommands.Create())

@@ -5,6 +5,7 @@ using System.Text.Json;
 using Corral.Cgroups;
 using Corral.Common;
 using Corral.Networking;
+using Corral.Rootfs;
 using Corral.Runtimes;
 using Corral.Supervision;
 
@@ -38,10 +39,15 @@ internal static class RunCommand
         var publish = new Option<string[]>("--publish", "-p") { Description = "Publish a port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], HOST_IP 127.0.0.1 by default, HOST_PORT 0 picks one (repeatable; bridge)", AllowMultipleArgumentsPerToken = false };
         var egress = new Option<string[]>("--egress") { Description = "Egress policy: none, allow-cidr=CIDR[,CIDR] or deny-cidr=CIDR[,CIDR] (repeatable; bridge). Default: outside yes; host, 169.254/16 and other sandboxes no", AllowMultipleArgumentsPerToken = false };
         var dns = new Option<string[]>("--dns") { Description = "Nameserver for /etc/resolv.conf (repeatable; bridge; default: the host's)", AllowMultipleArgumentsPerToken = false };
+        var readOnly = new Option<bool>("--read-only") { Description = "Mount the root read-only (a tmpfs /tmp) instead of giving the container its own writable layer" };
+        var disk = new Option<string>("--disk") { Description = "Cap what the container writes to its root (e.g. 1Gi): writes beyond fail with ENOSPC. Default: no cap but the host disk's" };
+        var volumes = new Option<string[]>("--volume", "-v") { Description = "Bind mount HOST_PATH:CONTAINER_PATH[:ro|rw][,create] (repeatable; the host path's symlinks resolved once, now)", AllowMultipleArgumentsPerToken = false };
+        var tmpfs = new Option<string[]>("--tmpfs") { Description = "Mount a tmpfs at CONTAINER_PATH[:size=SIZE] (repeatable; default size 64Mi)", AllowMultipleArgumentsPerToken = false };
+        var user = new Option<string>("--user", "-u") { Description = "Run as NAME or UID[:GID|GROUP], looked up in the container's /etc/passwd and /etc/group (default: the image's User, else root)" };
         var command = new Argument<string[]>("CMD") { Description = "Command and arguments, after --", Arity = ArgumentArity.ZeroOrMore };
         var run = new Command("run", "Run a command in a new container and exit with its exit code")
         {
-            runtime, rootfs, image, pull, ImageCommands.InsecureRegistry, ImageCommands.AuthFile, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, pidsAllowance, gpu, network, publish, egress, dns, detach, labels, idle, command,
+            runtime, rootfs, image, pull, ImageCommands.InsecureRegistry, ImageCommands.AuthFile, env, workdir, timeout, startTimeout, name, resultFile, memory, cpus, pids, allowance, pidsAllowance, gpu, network, publish, egress, dns, readOnly, disk, volumes, tmpfs, user, detach, labels, idle, command,
         };
 
         run.SetAction(async (parse, _) =>
@@ -83,6 +89,10 @@ internal static class RunCommand
                     Egress = NetworkInput.ParseEgress(parse.GetValue(egress) ?? []),
                     Dns = parse.GetValue(dns) ?? [],
                 }),
+                ReadOnlyRoot = parse.GetValue(readOnly),
+                DiskBytes = parse.GetValue(disk) is { } d ? ParseSize("--disk", d) : null,
+                Mounts = [.. (parse.GetValue(volumes) ?? []).Select(MountInput.ParseVolume), .. (parse.GetValue(tmpfs) ?? []).Select(MountInput.ParseTmpfs)],
+                User = parse.GetValue(user),
             };
             var networkGiven = parse.GetValue(network) is not null;
             if (parse.GetValue(detach))
@@ -112,6 +122,7 @@ internal static class RunCommand
                     Command = Corral.Images.ImageRunDefaults.Command(config, request.Command),
                     Env = Corral.Images.ImageRunDefaults.Env(config, request.Env),
                     Workdir = Corral.Images.ImageRunDefaults.Workdir(config, request.Workdir),
+                    User = Corral.Images.ImageRunDefaults.User(config, request.User),
                 };
             }
 
@@ -244,7 +255,19 @@ internal static class RunCommand
             Cpus = request.Limits.Cpus ?? 0,
             MemoryBytes = request.Limits.MemoryBytes ?? 0,
             Pids = request.Limits.Pids ?? 0,
+            ReadOnly = request.ReadOnlyRoot,
+            DiskBytes = request.DiskBytes ?? 0,
+            User = request.User ?? string.Empty,
         };
+        create.Mounts.AddRange(request.Mounts.Select(m => new Protocol.V1.Mount
+        {
+            Type = m.Kind == MountKind.Tmpfs ? Protocol.V1.Mount.Types.Type.Tmpfs : Protocol.V1.Mount.Types.Type.Bind,
+            Source = m.Source ?? string.Empty,
+            Target = m.Target,
+            ReadOnly = m.ReadOnly,
+            SizeBytes = m.SizeBytes ?? 0,
+            CreateSource = m.CreateSource,
+        }));
         create.Command.AddRange(request.Command);
         foreach (var (key, value) in request.Env)
         {
@@ -291,11 +314,13 @@ internal static class RunCommand
         return eq > 0 ? new(text[..eq], text[(eq + 1)..]) : throw new CorralException($"invalid --label '{text}': expected KEY=VALUE");
     }
 
-    private static long ParseMemory(string text)
+    private static long ParseMemory(string text) => ParseSize("--memory", text);
+
+    private static long ParseSize(string option, string text)
     {
         if (!ByteSize.TryParse(text, out var bytes, out var error))
         {
-            throw new CorralException(error.Replace("invalid size", "invalid --memory", StringComparison.Ordinal));
+            throw CorralException.Invalid(error.Replace("invalid size", "invalid " + option, StringComparison.Ordinal));
         }
 
         return bytes;

@@ -13,7 +13,7 @@ namespace Corral.Client;
 /// surface as <see cref="RpcException"/> with the daemon's status: NotFound, InvalidArgument,
 /// FailedPrecondition, AlreadyExists, ResourceExhausted, Unauthenticated, Unavailable.
 /// </summary>
-public sealed class CorralClient : IAsyncDisposable, IDisposable
+public sealed partial class CorralClient : IAsyncDisposable, IDisposable
 {
     public const string DefaultSocketPath = "/run/corral/corral.sock";
 

@@ -55,6 +55,20 @@ public sealed class Sandbox(CorralClient client, string id) : IAsyncDisposable
         }
     }
 
+    /// <summary>Sends a tar into the sandbox; see <see cref="CorralClient.UploadAsync"/>.</summary>
+    public Task<CopyInResponse> UploadAsync(string containerPath, Stream tar, CancellationToken cancellationToken = default) =>
+        client.UploadAsync(Id, containerPath, tar, cancellationToken);
+
+    /// <summary>A tar of a path in the sandbox; see <see cref="CorralClient.DownloadAsync"/>.</summary>
+    public Task DownloadAsync(string containerPath, Stream tar, CancellationToken cancellationToken = default) =>
+        client.DownloadAsync(Id, containerPath, tar, cancellationToken);
+
+    public Task WriteFileAsync(string containerPath, ReadOnlyMemory<byte> content, UnixFileMode mode = (UnixFileMode)0b110_100_100, CancellationToken cancellationToken = default) =>
+        client.WriteFileAsync(Id, containerPath, content, mode, cancellationToken);
+
+    public Task<byte[]> ReadFileAsync(string containerPath, long maxBytes = 256L << 20, CancellationToken cancellationToken = default) =>
+        client.ReadFileAsync(Id, containerPath, maxBytes, cancellationToken);
+
     public IAsyncEnumerable<LogChunk> LogsAsync(bool follow = false, CancellationToken cancellationToken = default) =>
         client.LogsAsync(Id, follow, cancellationToken);
 

@@ -1,6 +1,7 @@
 using Corral.Cgroups;
 using Corral.Common;
 using Corral.Networking;
+using Corral.Rootfs;
 using System.IO.Pipelines;
 using System.Threading.Channels;
 using Corral.Daemon.Admission;
@@ -24,6 +25,7 @@ internal sealed class SandboxesService(
     SandboxImages images,
     SandboxStatsReader stats,
     SandboxExecs execs,
+    Corral.Daemon.Files.SandboxFiles files,
     Microsoft.Extensions.Options.IOptions<Corral.Daemon.Hosting.DaemonOptions> daemonOptions) : Proto.Sandboxes.SandboxesBase
 {
     /// <summary>Trailer with the exit code `corral` would give the same refusal when run here.</summary>
@@ -45,7 +47,7 @@ internal sealed class SandboxesService(
             throw CorralException.Invalid("idle and a command given: an idle sandbox runs its own PID 1, choose one");
         }
 
-        var containerRequest = await images.ApplyAsync(ToRequest(request, daemonOptions.Value.DefaultNetwork), request.Image, context.CancellationToken).ConfigureAwait(false);
+        var containerRequest = await images.ApplyAsync(ToRequest(request, daemonOptions.Value), request.Image, context.CancellationToken).ConfigureAwait(false);
         if (containerRequest.Command.Count == 0 || request.Idle)
         {
             containerRequest = containerRequest with { Command = IdleCommand };
@@ -53,6 +55,106 @@ internal sealed class SandboxesService(
 
         var sandbox = await admission.CreateAsync(containerRequest, request.Labels.ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
         return new Proto.CreateResponse { Id = sandbox.Id };
+    });
+
+    /// <summary>The first message names the sandbox and path; the tar arrives in pieces and is unpacked as it comes.</summary>
+    public override Task<Proto.CopyInResponse> CopyIn(IAsyncStreamReader<Proto.CopyInRequest> requestStream, ServerCallContext context) => Guard(async () =>
+    {
+        if (!await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+        {
+            throw CorralException.Invalid("CopyIn: no request (the first message names the sandbox and path)");
+        }
+
+        var first = requestStream.Current;
+        var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: 4 << 20, resumeWriterThreshold: 2 << 20));
+        var unpack = Task.Run(() =>
+        {
+            using var reader = pipe.Reader.AsStream();
+            try
+            {
+                return files.CopyIn(first.Id, first.Path, reader, context.CancellationToken);
+            }
+            finally
+            {
+                // A refusal stops the upload: the sender's next write fails.
+                pipe.Reader.Complete();
+            }
+        });
+        try
+        {
+            var message = first;
+            while (true)
+            {
+                if (message.Data.Length > 0)
+                {
+                    var flush = await pipe.Writer.WriteAsync(message.Data.Memory, context.CancellationToken).ConfigureAwait(false);
+                    if (flush.IsCompleted)
+                    {
+                        break;
+                    }
+                }
+
+                if (unpack.IsCompleted || !await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+                {
+                    break;
+                }
+
+                message = requestStream.Current;
+            }
+        }
+        finally
+        {
+            await pipe.Writer.CompleteAsync().ConfigureAwait(false);
+        }
+
+        var result = await unpack.ConfigureAwait(false);
+        return new Proto.CopyInResponse { Bytes = result.Bytes, Entries = result.Entries };
+    });
+
+    /// <summary>The tar is written as it is read, in pieces of up to 1 MiB.</summary>
+    public override Task CopyOut(Proto.CopyOutRequest request, IServerStreamWriter<Proto.CopyOutChunk> responseStream, ServerCallContext context) => Guard(async () =>
+    {
+        var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: 4 << 20, resumeWriterThreshold: 2 << 20));
+        var pack = Task.Run(() =>
+        {
+            using var writer = pipe.Writer.AsStream();
+            try
+            {
+                files.CopyOut(request.Id, request.Path, writer, context.CancellationToken);
+            }
+            finally
+            {
+                pipe.Writer.Complete();
+            }
+        });
+        try
+        {
+            while (true)
+            {
+                var read = await pipe.Reader.ReadAsync(context.CancellationToken).ConfigureAwait(false);
+                var buffer = read.Buffer;
+                while (buffer.Length > 0)
+                {
+                    var piece = buffer.Slice(0, Math.Min(buffer.Length, 1 << 20));
+                    await responseStream.WriteAsync(new Proto.CopyOutChunk { Data = Google.Protobuf.ByteString.CopyFrom(System.Buffers.BuffersExtensions.ToArray(piece)) }, context.CancellationToken).ConfigureAwait(false);
+                    buffer = buffer.Slice(piece.End);
+                }
+
+                pipe.Reader.AdvanceTo(buffer.End);
+                if (read.IsCompleted)
+                {
+                    break;
+                }
+            }
+        }
+        finally
+        {
+            await pipe.Reader.CompleteAsync().ConfigureAwait(false);
+        }
+
+        // A refusal (a missing path, a cap) surfaces here, as the call's status.
+        await pack.ConfigureAwait(false);
+        return true;
     });
 
     public override Task<Proto.SandboxStats> Stats(Proto.StatsRequest request, ServerCallContext context) =>
@@ -285,7 +387,7 @@ internal sealed class SandboxesService(
         };
     }
 
-    private static ContainerRequest ToRequest(Proto.CreateRequest request, NetworkMode defaultNetwork)
+    private static ContainerRequest ToRequest(Proto.CreateRequest request, Corral.Daemon.Hosting.DaemonOptions options)
     {
         // Text first: a NUL or control character never reaches a path call or the shim.
         InputRules.Process(request.Command, request.Env, string.IsNullOrEmpty(request.Workdir) ? null : request.Workdir);
@@ -340,8 +442,43 @@ internal sealed class SandboxesService(
                 request.MemoryBytes > 0 ? request.MemoryBytes : null,
                 request.Cpus > 0 ? request.Cpus : null,
                 request.Pids > 0 ? request.Pids : null),
-            Network = ToNetwork(request.Network, defaultNetwork),
+            Network = ToNetwork(request.Network, options.DefaultNetwork),
+            ReadOnlyRoot = request.ReadOnly,
+            DiskBytes = request.DiskBytes switch
+            {
+                < 0 => throw CorralException.Invalid($"invalid disk_bytes {request.DiskBytes}: 0 (the daemon's default) or a size"),
+                0 => request.ReadOnly ? null : options.DefaultDiskBytes,
+                _ => request.DiskBytes,
+            },
+            Mounts = ToMounts(request.Mounts, options.AllowMountsUnder),
+            User = string.IsNullOrEmpty(request.User) ? null : request.User,
         };
+    }
+
+    /// <summary>The API's mounts; a bind source must lie under the daemon's --allow-mounts-under (checked before anything is created).</summary>
+    private static List<MountRequest> ToMounts(IEnumerable<Proto.Mount> mounts, IReadOnlyList<string> allowedRoots)
+    {
+        var result = mounts.Select(m => new MountRequest
+        {
+            Kind = m.Type switch
+            {
+                Proto.Mount.Types.Type.Bind => MountKind.Bind,
+                Proto.Mount.Types.Type.Tmpfs => MountKind.Tmpfs,
+                _ => throw CorralException.Invalid($"invalid mount type {(int)m.Type}: use BIND or TMPFS"),
+            },
+            Source = m.Source.Length == 0 ? null : m.Source,
+            Target = m.Target,
+            ReadOnly = m.ReadOnly,
+            SizeBytes = m.SizeBytes switch
+            {
+                < 0 => throw CorralException.Invalid($"invalid mount size_bytes {m.SizeBytes}"),
+                0 => null,
+                _ => m.SizeBytes,
+            },
+            CreateSource = m.CreateSource,
+        }).ToList();
+        MountInput.CheckAllowed(result, allowedRoots);
+        return result;
     }
 
     /// <summary>The API's network fields, checked by the one network check (INVALID_ARGUMENT on anything off).</summary>

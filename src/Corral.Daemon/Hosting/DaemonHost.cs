@@ -28,7 +28,7 @@ namespace Corral.Daemon.Hosting;
 public static class DaemonHost
 {
     public const string Usage =
-        "usage: corral serve [--socket PATH] [--state-dir DIR] [--data-dir DIR] [--shim PATH] [--shim-pool N] [--network none|bridge] [--log-level LEVEL] [--runsc-platform P] [--runc-path P] [--runsc-path P] [--crun-path P]\n"
+        "usage: corral serve [--socket PATH] [--state-dir DIR] [--data-dir DIR] [--shim PATH] [--shim-pool N] [--network none|bridge] [--disk SIZE] [--allow-mounts-under DIR]... [--log-level LEVEL] [--runsc-platform P] [--runc-path P] [--runsc-path P] [--crun-path P]\n"
         + "                    [--listen HOST:PORT --token-file F] [--capacity-cpus N] [--capacity-memory SIZE] [--memory-reserve SIZE]\n"
         + "                    [--metrics-listen HOST:PORT [--metrics-allow-remote]] [--log-format text|json] [--start-timeout DURATION]";
 
@@ -86,6 +86,14 @@ public static class DaemonHost
                     break;
                 case "--network":
                     daemon.DefaultNetwork = Corral.Networking.NetworkInput.ParseMode(value);
+                    break;
+                case "--disk":
+                    daemon.DefaultDiskBytes = ByteSize.TryParse(value, out var disk, out var diskError)
+                        ? Corral.Rootfs.WritableRoot.ValidateDisk(disk)
+                        : throw CorralException.Invalid(diskError.Replace("invalid size", "invalid --disk", StringComparison.Ordinal));
+                    break;
+                case "--allow-mounts-under":
+                    daemon.AllowMountsUnder.Add(Corral.Rootfs.MountInput.AllowedRoot(value));
                     break;
                 case "--log-level":
                     logLevel = Enum.TryParse<LogLevel>(value, ignoreCase: true, out var level) ? level : throw new CorralException($"invalid log level '{value}'");
@@ -254,6 +262,7 @@ public static class DaemonHost
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILoggerFactory>().CreateLogger<ContainerExecutor>()));
         builder.Services.AddSingleton<SandboxExecs>();
+        builder.Services.AddSingleton<Corral.Daemon.Files.SandboxFiles>();
         builder.Services.AddSingleton<SandboxRegistry>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxRegistry>());
         var capacity = HostCapacity.Detect(features.Admission);

@@ -36,6 +36,15 @@ public sealed class DaemonOptions
     /// <summary>The network of a sandbox whose Create leaves it unset (`corral serve --network`).</summary>
     public Corral.Networking.NetworkMode DefaultNetwork { get; set; } = Corral.Networking.NetworkMode.None;
 
+    /// <summary>The disk cap of a sandbox whose Create leaves it unset (`corral serve --disk`); null: none.</summary>
+    public long? DefaultDiskBytes { get; set; }
+
+    /// <summary>
+    /// Host directories the API may bind-mount from (`corral serve --allow-mounts-under`, repeatable);
+    /// empty: no bind mounts through the API (an API caller never names an arbitrary host path).
+    /// </summary>
+    public List<string> AllowMountsUnder { get; } = [];
+
     public LogLevel ShimLogLevel { get; set; } = LogLevel.Information;
 
     /// <summary>A sandbox whose runtime has not started its workload by then fails (a gVisor boot on a loaded or emulated host can be slow).</summary>

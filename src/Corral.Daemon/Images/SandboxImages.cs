@@ -56,6 +56,7 @@ public sealed class SandboxImages(ImageStore store, DefaultImage defaultImage, D
             Command = ImageRunDefaults.Command(config, request.Command),
             Env = LastWins(ImageRunDefaults.Env(config, request.Env)),
             Workdir = ImageRunDefaults.Workdir(config, request.Workdir),
+            User = ImageRunDefaults.User(config, request.User),
         };
     }
 

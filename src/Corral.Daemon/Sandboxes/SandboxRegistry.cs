@@ -5,7 +5,9 @@ using Corral.Common;
 using Corral.Daemon.Hosting;
 using Corral.Daemon.Logging;
 using Corral.Daemon.Metrics;
+using Corral.Images;
 using Corral.Interop;
+using Corral.Rootfs;
 using Corral.Runtimes;
 using Corral.Shim;
 using Corral.Supervision;
@@ -90,8 +92,9 @@ public sealed class SandboxRegistry(
 
         try
         {
-            // Bad input is refused here, before anything is created.
-            supervisor.Validate(request);
+            // Bad input is refused here, before anything is created. The sandbox's root is kept in its
+            // directory after it ends (its files can still be copied out) until it is removed.
+            request = supervisor.Validate(request with { KeptRootDir = RootDirOf(dir.Path) });
             PrivateFiles.CreateDirectory(SandboxesDir);
             PrivateFiles.CreateOwnDirectory(dir.Path);
             PrivateFiles.WriteAllBytes(dir.LogFile, []);
@@ -655,10 +658,16 @@ public sealed class SandboxRegistry(
         }
     }
 
+    /// <summary>Where a sandbox's writable root lives (kept after it ends, until it is removed).</summary>
+    private static string RootDirOf(string dir) => Path.Combine(dir, "root");
+
     private void TryDeleteDir(string dir)
     {
         try
         {
+            // Its root's mounts first: the tree below is never deleted through a mounted overlay or disk.
+            var layers = WritableRoot.Remove(RootDirOf(dir));
+            ImageStore.OfLayers(layers)?.CollectReleasedLayers();
             // Never through a symlink planted in the state dir: only what the daemon created goes.
             PrivateFiles.DeleteTree(_options.StateDir, dir);
         }

@@ -23,6 +23,15 @@ public readonly record struct UnpackBudget(long MaxBytes, int MaxEntries, string
     public static UnpackBudget Default => new(UnpackLimits.Default.MaxLayerBytes, UnpackLimits.Default.MaxEntries);
 }
 
+/// <summary>
+/// Where an archive copied into a container lands (<see cref="LayerUnpacker.UnpackArchive"/>):
+/// <see cref="BaseParts"/> is the real path (no symlink in it) of the directory the archive's names
+/// start from, relative to the container's root; <see cref="NewName"/>, when set, replaces the
+/// archive's one top-level name; <see cref="OntoFile"/>: that name exists and is not a directory, so
+/// the archive may not be a directory; <see cref="Owner"/> overrides every entry's uid and gid.
+/// </summary>
+internal sealed record ArchiveTarget(IReadOnlyList<string> BaseParts, string? NewName, bool OntoFile, string ContainerPath, (int Uid, int Gid)? Owner);
+
 /// <summary>What one unpack produced: the diff id (the uncompressed tar's digest) and its size.</summary>
 public readonly record struct UnpackResult(Digest DiffId, long Bytes, int Entries);
 
@@ -59,6 +68,26 @@ public static class LayerUnpacker
         var buffered = new BufferedStream(layer, 1 << 16);
         using var tar = new HashingStream(new CappedStream(Decompress(buffered), budget.MaxBytes, budget.Option), leaveOpen: false);
         using var state = new UnpackState(target, mode, Environment.IsPrivilegedProcess);
+        var entries = ApplyAll(tar, state, budget.MaxEntries, tar.Drain, cancellationToken);
+        return new UnpackResult(tar.Digest(), tar.Count, entries);
+    }
+
+    /// <summary>
+    /// Unpacks an uncompressed tar into a container's root filesystem (<c>corral cp</c>), with the
+    /// same machinery as a layer: <paramref name="rootFd"/> is the container's root (absolute link
+    /// targets restart there, ".." stops there) and <paramref name="target"/> says where under it
+    /// the archive's names start, how its top-level name is renamed, and whose files they become.
+    /// Whiteout names are plain names here. Returns the number of entries.
+    /// </summary>
+    internal static int UnpackArchive(Stream tar, int rootFd, ArchiveTarget target, int maxEntries, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(tar);
+        using var state = new UnpackState(rootFd, target, Environment.IsPrivilegedProcess || target.Owner is not null);
+        return ApplyAll(tar, state, maxEntries, drain: null, cancellationToken);
+    }
+
+    private static int ApplyAll(Stream tar, UnpackState state, int maxEntries, Action? drain, CancellationToken cancellationToken)
+    {
         var entries = 0;
         try
         {
@@ -66,24 +95,24 @@ public static class LayerUnpacker
             while (reader.GetNextEntry(copyData: false) is { } entry)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                if (++entries > budget.MaxEntries)
+                if (++entries > maxEntries)
                 {
-                    throw new CorralException(ErrorKind.ResourceExhausted, $"refusing layer: it has more than {budget.MaxEntries} entries");
+                    throw new CorralException(ErrorKind.ResourceExhausted, $"refusing {state.Subject}: it has more than {maxEntries} entries");
                 }
 
                 Apply(state, entry);
             }
 
-            tar.Drain();
+            drain?.Invoke();
         }
         catch (Exception ex) when (ex is EndOfStreamException or InvalidDataException or FormatException)
         {
-            throw CorralException.Invalid($"layer is truncated or not a valid tar archive: {ex.Message}");
+            throw CorralException.Invalid($"{state.Subject} is truncated or not a valid tar archive: {ex.Message}");
         }
 
         state.CheckLinks();
         state.ApplyDirectoryMetadata();
-        return new UnpackResult(tar.Digest(), tar.Count, entries);
+        return entries;
     }
 
     private static Stream Decompress(BufferedStream stream)
@@ -112,7 +141,7 @@ public static class LayerUnpacker
             return;
         }
 
-        var parts = SplitName(entry.Name, "entry");
+        var parts = SplitName(entry.Name, "entry", state.Subject);
         if (parts.Count == 0)
         {
             if (entry.EntryType == TarEntryType.Directory)
@@ -120,13 +149,14 @@ public static class LayerUnpacker
                 return;
             }
 
-            throw Hostile(entry.Name, "names the layer root");
+            throw Hostile(entry.Name, $"names the {state.Scope} root", state.Subject);
         }
 
+        state.RenameTop(parts, entry);
         var name = parts[^1];
-        var parentParts = parts.Take(parts.Count - 1).ToList();
+        var parentParts = state.Under(parts.Take(parts.Count - 1));
         using var dir = state.ResolveDirectory(parentParts, create: true, entry.Name);
-        if (name.StartsWith(WhiteoutPrefix, StringComparison.Ordinal))
+        if (state.Archive is null && name.StartsWith(WhiteoutPrefix, StringComparison.Ordinal))
         {
             if (name == OpaqueMarker)
             {
@@ -143,13 +173,24 @@ public static class LayerUnpacker
 
                 if (hidden is "" or "." or "..")
                 {
-                    throw Hostile(entry.Name, "is a whiteout for an invalid name");
+                    throw Hostile(entry.Name, "is a whiteout for an invalid name", state.Subject);
                 }
 
                 Whiteout(state, dir, hidden);
             }
 
             return;
+        }
+
+        if (state.Archive is not null && entry.EntryType is TarEntryType.Directory or TarEntryType.RegularFile or TarEntryType.V7RegularFile
+            or TarEntryType.ContiguousFile or TarEntryType.SymbolicLink or TarEntryType.HardLink or TarEntryType.Fifo)
+        {
+            // As docker cp: what is in the container is replaced only by the same kind (a directory by a directory).
+            var isDirectory = entry.EntryType == TarEntryType.Directory;
+            if (Stat(dir.Fd, name) is { } present && present.IsDirectory != isDirectory)
+            {
+                throw Hostile(entry.Name, isDirectory ? "would replace a non-directory with a directory" : "would replace a directory with a non-directory", state.Subject);
+            }
         }
 
         switch (entry.EntryType)
@@ -167,8 +208,19 @@ public static class LayerUnpacker
                     throw Io("create directory", entry.Name);
                 }
 
+                if (state.Archive is not null)
+                {
+                    if (existing is not null && !state.Created.Contains(dir.Key(name)))
+                    {
+                        // Into a container a directory already there is merged into, its owner, mode and times kept.
+                        break;
+                    }
+
+                    state.Created.Add(dir.Key(name));
+                }
+
                 Own(state, entry, dir.Fd, name);
-                state.DeferDirectory(dir.Key(name), Stat(dir.Fd, name)!.Value, entry);
+                state.DeferDirectory(dir.Key(name), Stat(dir.Fd, name)!.Value, state.ModeOf(entry), entry.ModificationTime);
                 break;
 
             case TarEntryType.RegularFile or TarEntryType.V7RegularFile or TarEntryType.ContiguousFile:
@@ -185,7 +237,7 @@ public static class LayerUnpacker
                     {
                         if (entry.DataStream is { } data)
                         {
-                            data.CopyTo(file);
+                            data.CopyTo(file, 1 << 20);
                             file.Flush();
                             if (file.Length != entry.Length)
                             {
@@ -194,12 +246,12 @@ public static class LayerUnpacker
                         }
 
                         // Owner before mode: chown clears the set-id bits.
-                        if (state.Chown && LibC.fchown(fd, entry.Uid, entry.Gid) != 0)
+                        if (state.Chown && LibC.fchown(fd, state.UidOf(entry), state.GidOf(entry)) != 0)
                         {
                             throw Io("chown", entry.Name);
                         }
 
-                        if (LibC.fchmod(fd, (uint)entry.Mode) != 0)
+                        if (LibC.fchmod(fd, state.ModeOf(entry)) != 0)
                         {
                             throw Io("chmod", entry.Name);
                         }
@@ -213,7 +265,7 @@ public static class LayerUnpacker
             case TarEntryType.SymbolicLink:
                 if (string.IsNullOrEmpty(entry.LinkName) || entry.LinkName.Contains('\0', StringComparison.Ordinal))
                 {
-                    throw Hostile(entry.Name, "is a symlink with an empty target");
+                    throw Hostile(entry.Name, "is a symlink with an empty target", state.Subject);
                 }
 
                 state.CheckSymlinkTarget(entry.Name, dir.Parts, entry.LinkName);
@@ -228,19 +280,26 @@ public static class LayerUnpacker
                 break;
 
             case TarEntryType.HardLink:
-                var targetParts = SplitName(entry.LinkName, "hard link target");
+                var targetParts = SplitName(entry.LinkName, "hard link target", state.Subject);
                 if (targetParts.Count == 0)
                 {
-                    throw Hostile(entry.Name, "is a hard link to the layer root");
+                    throw Hostile(entry.Name, $"is a hard link to the {state.Scope} root", state.Subject);
                 }
 
-                using (var sourceDir = state.ResolveDirectory(targetParts.Take(targetParts.Count - 1).ToList(), create: false, entry.Name))
+                state.RenameLinkTop(targetParts, entry);
+                using (var sourceDir = state.ResolveDirectory(state.Under(targetParts.Take(targetParts.Count - 1)), create: false, entry.Name))
                 {
                     var sourceName = targetParts[^1];
                     var source = Stat(sourceDir.Fd, sourceName);
                     if (source is not { } s || !(s.IsRegular || s.IsSymlink))
                     {
-                        throw Hostile(entry.Name, $"is a hard link to '{entry.LinkName}', which is not a file in the layer");
+                        throw Hostile(entry.Name, $"is a hard link to '{entry.LinkName}', which is not a file in the {state.Subject}", state.Subject);
+                    }
+
+                    if (state.Archive is not null && !state.Written.Contains(sourceDir.Key(sourceName)))
+                    {
+                        // Into a container only what this archive wrote may be linked: never a file already there.
+                        throw Hostile(entry.Name, $"is a hard link to '{entry.LinkName}', which is not an earlier entry of the archive", state.Subject);
                     }
 
                     string? linkTarget = null;
@@ -253,7 +312,7 @@ public static class LayerUnpacker
 
                     if (sourceDir.Key(sourceName) == dir.Key(name))
                     {
-                        throw Hostile(entry.Name, "is a hard link to itself");
+                        throw Hostile(entry.Name, "is a hard link to itself", state.Subject);
                     }
 
                     RemoveAt(dir.Fd, name);
@@ -281,26 +340,26 @@ public static class LayerUnpacker
                 break;
 
             case TarEntryType.CharacterDevice or TarEntryType.BlockDevice:
-                throw Hostile(entry.Name, "is a device node");
+                throw Hostile(entry.Name, "is a device node", state.Subject);
 
             default:
-                throw Hostile(entry.Name, $"has an unsupported type ({entry.EntryType})");
+                throw Hostile(entry.Name, $"has an unsupported type ({entry.EntryType})", state.Subject);
         }
 
         state.Written.Add(dir.Key(name));
     }
 
     /// <summary>Splits an archive name into components; absolute names and ".." are refused, "." and empty parts dropped.</summary>
-    internal static List<string> SplitName(string name, string what)
+    internal static List<string> SplitName(string name, string what, string subject = "layer")
     {
         if (name.Contains('\0', StringComparison.Ordinal))
         {
-            throw Hostile(name, $"has a NUL in its {what} name");
+            throw Hostile(name, $"has a NUL in its {what} name", subject);
         }
 
         if (name.StartsWith('/'))
         {
-            throw Hostile(name, $"has an absolute {what} path");
+            throw Hostile(name, $"has an absolute {what} path", subject);
         }
 
         var parts = new List<string>();
@@ -308,7 +367,7 @@ public static class LayerUnpacker
         {
             if (part == "..")
             {
-                throw Hostile(name, $"has '..' in its {what} path");
+                throw Hostile(name, $"has '..' in its {what} path", subject);
             }
 
             if (part != ".")
@@ -360,7 +419,7 @@ public static class LayerUnpacker
 
     private static void Own(UnpackState state, TarEntry entry, int dirFd, string name)
     {
-        if (state.Chown && LibC.fchownat(dirFd, name, entry.Uid, entry.Gid, AtCalls.AT_SYMLINK_NOFOLLOW) != 0)
+        if (state.Chown && LibC.fchownat(dirFd, name, state.UidOf(entry), state.GidOf(entry), AtCalls.AT_SYMLINK_NOFOLLOW) != 0)
         {
             throw Io("chown", name);
         }
@@ -475,7 +534,7 @@ public static class LayerUnpacker
     }
 
     /// <summary>The names in the directory an fd holds (read through /proc/self/fd: exactly that directory).</summary>
-    private static List<string> ListNames(int dirFd) =>
+    internal static List<string> ListNames(int dirFd) =>
         Directory.EnumerateFileSystemEntries($"/proc/self/fd/{dirFd}").Select(p => Path.GetFileName(p)).ToList();
 
     internal readonly record struct StatInfo(uint Mode, ulong Inode, ulong Device)
@@ -503,7 +562,7 @@ public static class LayerUnpacker
             ((ulong)BitConverter.ToUInt32(buffer, 136) << 32) | BitConverter.ToUInt32(buffer, 140));
     }
 
-    private static string? ReadLink(int dirFd, string name)
+    internal static string? ReadLink(int dirFd, string name)
     {
         var buffer = new byte[4096];
         var n = LibC.readlinkat(dirFd, name, buffer, (nuint)buffer.Length);
@@ -513,10 +572,11 @@ public static class LayerUnpacker
     private static IOException Io(string what, string name, int? errno = null) =>
         new($"cannot {what} {Printable(name)}: {LibC.ErrorText(errno ?? Marshal.GetLastPInvokeError())}");
 
-    private static CorralException Hostile(string name, string why) =>
-        CorralException.Invalid($"refusing layer: entry '{Printable(name)}' {why}");
+    private static CorralException Hostile(string name, string why, string subject = "layer") =>
+        CorralException.Invalid($"refusing {subject}: entry '{Printable(name)}' {why}");
 
-    private static string Printable(string name)
+    /// <summary>A name fit for a one-line message: control characters replaced, at most 200 characters.</summary>
+    internal static string Printable(string name)
     {
         var builder = new StringBuilder(name.Length);
         foreach (var c in name.Length > 200 ? name[..200] : name)
@@ -547,14 +607,19 @@ public static class LayerUnpacker
 
     private sealed class UnpackState : IDisposable
     {
+        private const uint SetIdBits = 0b110_000_000_000;
+
         private readonly int _rootFd;
+        private readonly bool _ownsRoot;
         private readonly Dictionary<string, (StatInfo Stat, uint Mode, DateTimeOffset Time)> _directories = new(StringComparer.Ordinal);
         private readonly Dictionary<string, string> _links = new(StringComparer.Ordinal);
+        private string? _top;
 
         public UnpackState(string root, WhiteoutMode mode, bool chown)
         {
             Mode = mode;
             Chown = chown;
+            _ownsRoot = true;
             _rootFd = LibC.openat(-100, Path.GetFullPath(root), AtCalls.O_DIRECTORY | LibC.O_CLOEXEC, 0);
             if (_rootFd < 0)
             {
@@ -562,14 +627,92 @@ public static class LayerUnpacker
             }
         }
 
+        /// <summary>An archive into a container's root: the caller keeps <paramref name="rootFd"/>.</summary>
+        public UnpackState(int rootFd, ArchiveTarget archive, bool chown)
+        {
+            Mode = WhiteoutMode.Delete;
+            Chown = chown;
+            Archive = archive;
+            _rootFd = rootFd;
+        }
+
         public WhiteoutMode Mode { get; }
 
         public bool Chown { get; }
 
+        /// <summary>Set when unpacking an archive into a container rather than a layer.</summary>
+        public ArchiveTarget? Archive { get; }
+
+        /// <summary>What is refused in messages: "layer" or "archive".</summary>
+        public string Subject => Archive is null ? "layer" : "archive";
+
+        /// <summary>What the root is in messages: the layer's or the container's.</summary>
+        public string Scope => Archive is null ? "layer" : "container";
+
         /// <summary>Real paths (relative to the root) this unpack wrote.</summary>
         public HashSet<string> Written { get; } = new(StringComparer.Ordinal);
 
-        public void Dispose() => LibC.close(_rootFd);
+        /// <summary>Into a container: the real paths of the directories this unpack created (those it may chown and chmod).</summary>
+        public HashSet<string> Created { get; } = new(StringComparer.Ordinal);
+
+        public void Dispose()
+        {
+            if (_ownsRoot)
+            {
+                LibC.close(_rootFd);
+            }
+        }
+
+        /// <summary>An archive's directory components placed under the archive's base directory (a layer's: as they are).</summary>
+        public List<string> Under(IEnumerable<string> parts) => Archive is null ? parts.ToList() : [.. Archive.BaseParts, .. parts];
+
+        /// <summary>
+        /// Into a new name (<c>cp a.txt ID:/etc/b.txt</c>): the archive's one top-level name becomes
+        /// <see cref="ArchiveTarget.NewName"/>; a second top-level name, or a directory onto a file, is refused.
+        /// </summary>
+        public void RenameTop(List<string> parts, TarEntry entry)
+        {
+            if (Archive?.NewName is not { } newName)
+            {
+                return;
+            }
+
+            if (Archive.OntoFile && (parts.Count > 1 || entry.EntryType == TarEntryType.Directory))
+            {
+                throw CorralException.Invalid($"cannot copy a directory onto {Printable(Archive.ContainerPath)}: it exists and is not a directory");
+            }
+
+            _top ??= parts[0];
+            if (parts[0] != _top)
+            {
+                throw Hostile(entry.Name, $"is a second top-level name beside '{Printable(_top)}'; copying to a new name takes one", Subject);
+            }
+
+            parts[0] = newName;
+        }
+
+        /// <summary>A hard link's target renamed as its entries were; a target under another top-level name is not in the archive.</summary>
+        public void RenameLinkTop(List<string> parts, TarEntry entry)
+        {
+            if (Archive?.NewName is not { } newName)
+            {
+                return;
+            }
+
+            if (parts[0] != _top)
+            {
+                throw Hostile(entry.Name, $"is a hard link to '{Printable(entry.LinkName)}', which is not an earlier entry of the archive", Subject);
+            }
+
+            parts[0] = newName;
+        }
+
+        /// <summary>The entry's permission bits; into a container without set-uid and set-gid.</summary>
+        public uint ModeOf(TarEntry entry) => Archive is null ? (uint)entry.Mode : (uint)entry.Mode & ~SetIdBits;
+
+        public int UidOf(TarEntry entry) => Archive?.Owner?.Uid ?? entry.Uid;
+
+        public int GidOf(TarEntry entry) => Archive?.Owner?.Gid ?? entry.Gid;
 
         /// <summary>
         /// The directory <paramref name="parts"/> names, reached from the root fd one component at a
@@ -610,7 +753,7 @@ public static class LayerUnpacker
                     {
                         if (++hops > MaxLinkHops)
                         {
-                            throw Hostile(entryName, "goes through too many symlinks");
+                            throw Hostile(entryName, "goes through too many symlinks", Subject);
                         }
 
                         var target = ReadLink(current, part) ?? throw Io("read symlink", entryName);
@@ -633,17 +776,29 @@ public static class LayerUnpacker
                     {
                         if (!create)
                         {
-                            throw Hostile(entryName, $"refers to a missing directory '{Printable(part)}'");
+                            throw Hostile(entryName, $"refers to a missing directory '{Printable(part)}'", Subject);
                         }
 
-                        if (LibC.mkdirat(current, part, 0b111_101_101) != 0 && Marshal.GetLastPInvokeError() != AtCalls.EEXIST)
+                        if (LibC.mkdirat(current, part, 0b111_101_101) == 0)
+                        {
+                            if (Archive is not null)
+                            {
+                                Created.Add(string.Join('/', [.. resolved, part]));
+                            }
+
+                            if (Archive?.Owner is { } owner && LibC.fchownat(current, part, owner.Uid, owner.Gid, AtCalls.AT_SYMLINK_NOFOLLOW) != 0)
+                            {
+                                throw Io("chown", entryName);
+                            }
+                        }
+                        else if (Marshal.GetLastPInvokeError() != AtCalls.EEXIST)
                         {
                             throw Io("create directory", entryName);
                         }
                     }
                     else if (!st.Value.IsDirectory)
                     {
-                        throw Hostile(entryName, $"goes through '{Printable(part)}', which is not a directory");
+                        throw Hostile(entryName, $"goes through '{Printable(part)}', which is not a directory", Subject);
                     }
 
                     var next = LibC.openat(current, part, DirFlags, 0);
@@ -651,7 +806,7 @@ public static class LayerUnpacker
                     {
                         var errno = Marshal.GetLastPInvokeError();
                         throw errno is AtCalls.ELOOP or AtCalls.ENOTDIR
-                            ? Hostile(entryName, $"goes through '{Printable(part)}', which is not a directory")
+                            ? Hostile(entryName, $"goes through '{Printable(part)}', which is not a directory", Subject)
                             : Io("open directory", entryName, errno);
                     }
 
@@ -683,7 +838,7 @@ public static class LayerUnpacker
         {
             if (!LandsInside(parentParts, target, out var why))
             {
-                throw Hostile(entryName, $"is a symlink to '{Printable(target)}', {why}");
+                throw Hostile(entryName, $"is a symlink to '{Printable(target)}', {why}", Subject);
             }
         }
 
@@ -717,13 +872,13 @@ public static class LayerUnpacker
 
                 if (!LandsInside(parts, target, out var why))
                 {
-                    throw Hostile(key, $"is a symlink to '{Printable(target)}', {why}");
+                    throw Hostile(key, $"is a symlink to '{Printable(target)}', {why}", Subject);
                 }
             }
         }
 
-        public void DeferDirectory(string key, StatInfo stat, TarEntry entry) =>
-            _directories[key] = (stat, (uint)entry.Mode, entry.ModificationTime);
+        public void DeferDirectory(string key, StatInfo stat, uint mode, DateTimeOffset time) =>
+            _directories[key] = (stat, mode, time);
 
         /// <summary>
         /// Modes and times of directories, last (a read-only directory must still take its
@@ -820,7 +975,7 @@ public static class LayerUnpacker
                 {
                     if (resolved.Count == 0)
                     {
-                        why = "outside the layer";
+                        why = $"outside the {Scope}";
                         return false;
                     }
 

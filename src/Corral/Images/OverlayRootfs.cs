@@ -4,54 +4,9 @@ using Corral.Interop;
 
 namespace Corral.Images;
 
-/// <summary>
-/// A container's root filesystem as an overlayfs view of its image's layers: the layers are the
-/// lower directories (top first), upper and work directories live in the bundle and go with it.
-/// </summary>
+/// <summary>What mountinfo says about an overlay (or any mount point): mounted, and its lower directories.</summary>
 public static class OverlayRootfs
 {
-    /// <summary>The kernel takes mount options up to one page.</summary>
-    private const int MaxOptionsLength = 4000;
-
-    /// <summary>Mounts the overlay at &lt;bundle&gt;/rootfs and returns that path.</summary>
-    /// <param name="layers">Unpacked layer directories, bottom first.</param>
-    public static string Mount(string bundleDir, IReadOnlyList<string> layers)
-    {
-        ArgumentNullException.ThrowIfNull(layers);
-        if (layers.Count == 0)
-        {
-            throw new CorralException("the image has no layers");
-        }
-
-        foreach (var layer in layers)
-        {
-            if (layer.AsSpan().IndexOfAny(",:\\") >= 0 || !Directory.Exists(layer))
-            {
-                throw new CorralException($"image layer directory '{layer}' is missing or has a character overlayfs cannot take (, : \\)");
-            }
-        }
-
-        var upper = Path.Combine(bundleDir, "upper");
-        var work = Path.Combine(bundleDir, "work");
-        var target = Path.Combine(bundleDir, "rootfs");
-        Directory.CreateDirectory(upper);
-        Directory.CreateDirectory(work);
-        Directory.CreateDirectory(target);
-        var options = $"lowerdir={string.Join(':', layers.Reverse())},upperdir={upper},workdir={work}";
-        if (options.Length > MaxOptionsLength)
-        {
-            throw new CorralException($"the image has too many layers ({layers.Count}) for one overlay mount");
-        }
-
-        if (LibC.mount("overlay", target, "overlay", 0, options) != 0)
-        {
-            var errno = Marshal.GetLastPInvokeError();
-            throw new CorralException($"cannot mount the image's overlay at {target}: {LibC.ErrorText(errno)} (overlayfs needs root and a kernel with overlay support)");
-        }
-
-        return target;
-    }
-
     /// <summary>Unmounts the overlay; lazily if it is still busy. No error when it is not mounted.</summary>
     public static void Unmount(string target)
     {
@@ -135,6 +90,10 @@ public static class ImageRunDefaults
         env.AddRange(requested);
         return env;
     }
+
+    /// <summary>The caller's user, else the image's User (empty: root).</summary>
+    public static string? User(ContainerConfig? config, string? requested) =>
+        requested ?? (string.IsNullOrEmpty(config?.User) ? null : config.User);
 
     public static string? Workdir(ContainerConfig? config, string? requested) =>
         requested ?? (string.IsNullOrEmpty(config?.WorkingDir) ? null : config.WorkingDir);

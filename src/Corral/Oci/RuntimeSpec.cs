@@ -44,6 +44,8 @@ public sealed record UserSpec
     public uint Uid { get; init; }
 
     public uint Gid { get; init; }
+
+    public IReadOnlyList<uint>? AdditionalGids { get; init; }
 }
 
 public sealed record CapabilitiesSpec

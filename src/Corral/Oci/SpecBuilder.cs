@@ -21,8 +21,14 @@ public sealed record SpecInput
 
     public IReadOnlyList<DeviceSpec> Devices { get; init; } = [];
 
-    /// <summary>Size of the writable /tmp tmpfs.</summary>
-    public string TmpSize { get; init; } = "256m";
+    /// <summary>Size of a /tmp tmpfs; null: none (a writable root keeps /tmp in its own layer).</summary>
+    public string? TmpSize { get; init; } = "256m";
+
+    /// <summary>The root is mounted read-only (`--read-only`); otherwise the container writes to its own layer.</summary>
+    public bool ReadonlyRoot { get; init; } = true;
+
+    /// <summary>The process's uid, gid and supplementary groups; null: root.</summary>
+    public UserSpec? User { get; init; }
 
     /// <summary>A network namespace to join (`--network bridge`); null: a new one with loopback only.</summary>
     public string? NetworkNamespacePath { get; init; }
@@ -33,7 +39,7 @@ public sealed record SpecInput
 
 /// <summary>
 /// Builds the OCI spec Corral runs every container with: the defaults `runc spec` gives
-/// (namespaces, capabilities, masked and read-only paths), a read-only root with a writable /tmp,
+/// (namespaces, capabilities, masked and read-only paths), a writable root (or a read-only one with a tmpfs /tmp),
 /// and rlimits clamped to the host's hard limits (CI machines lack CAP_SYS_RESOURCE).
 /// </summary>
 public static class SpecBuilder
@@ -76,6 +82,7 @@ public static class SpecBuilder
                 Args = input.Args,
                 Env = BuildEnv(input.Env),
                 Cwd = input.Workdir,
+                User = input.User ?? new(),
                 Capabilities = capabilities,
                 Rlimits =
                 [
@@ -83,7 +90,7 @@ public static class SpecBuilder
                     Clamp("RLIMIT_NPROC", LibC.RLIMIT_NPROC, 4096, hostHardLimit),
                 ],
             },
-            Root = new RootSpec(input.RootfsPath, Readonly: true),
+            Root = new RootSpec(input.RootfsPath, Readonly: input.ReadonlyRoot),
             Mounts =
             [
                 new("/proc", "proc", "proc"),
@@ -93,7 +100,7 @@ public static class SpecBuilder
                 new("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
                 new("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
                 new("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]),
-                new("/tmp", "tmpfs", "tmpfs", ["nosuid", "nodev", "mode=1777", $"size={input.TmpSize}"]),
+                .. (input.TmpSize is { } tmp ? [new MountSpec("/tmp", "tmpfs", "tmpfs", ["nosuid", "nodev", "mode=1777", $"size={tmp}"])] : Array.Empty<MountSpec>()),
                 .. input.ExtraMounts,
             ],
             Linux = new LinuxSpec

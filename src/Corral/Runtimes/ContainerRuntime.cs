@@ -78,7 +78,7 @@ public interface IContainerRuntime
     bool HostPids { get; }
 
     /// <summary>Runs the container in the foreground; returns when its PID 1 exits.</summary>
-    RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu, bool network = false);
+    RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu, bool network = false, bool writableRoot = false);
 
     RuntimeInvocation Kill(string id, int signal);
 
@@ -189,7 +189,7 @@ internal abstract class RuncCompatibleRuntime : IContainerRuntime
     protected abstract string StateFileName { get; }
 
     /// <summary>runc and crun write their own failures to a JSON log in the bundle (<see cref="RuntimeFailures"/>).</summary>
-    public RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu, bool network = false) =>
+    public RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu, bool network = false, bool writableRoot = false) =>
         Invoke("--log", Path.Combine(bundleDir, RuntimeFailures.RuncLogName), "--log-format", "json", "run", "--bundle", bundleDir, "--pid-file", pidFile, id);
 
     public RuntimeInvocation Kill(string id, int signal) => Invoke("kill", id, ContainerRuntimes.Signal(signal));
@@ -250,7 +250,7 @@ internal sealed class RunscRuntime(RuntimeOptions options) : IContainerRuntime
 
     public bool HostPids => false;
 
-    public RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu, bool network = false)
+    public RuntimeInvocation Run(string id, string bundleDir, string pidFile, bool gpu, bool network = false, bool writableRoot = false)
     {
         // --ignore-cgroups keeps `runsc run` returning as soon as PID 1 dies (the seed's fix);
         // the limits come from the Corral-owned cgroup the runsc process is started in.
@@ -259,6 +259,14 @@ internal sealed class RunscRuntime(RuntimeOptions options) : IContainerRuntime
         // of that namespace: runsc 20221219 refuses --network sandbox (its own netstack) on kernels that
         // show /proc/sys/net/core/rmem_default in every namespace, which it takes for the root namespace.
         List<string> args = ["--root", Root, "--platform", options.RunscPlatform, "--network", network ? "host" : "none", "--ignore-cgroups"];
+
+        // A writable root takes files from outside while it runs (`corral cp`): the sentry then checks the
+        // host's tree on each lookup instead of trusting its cache (the default, exclusive, would hide them).
+        if (writableRoot)
+        {
+            args.Add("--file-access=shared");
+        }
+
         if (gpu)
         {
             args.Add("--nvproxy=true");

@@ -205,9 +205,10 @@ public sealed class ContainerExecutor(
             throw new CorralException($"invalid workdir '{cwd}': must be an absolute path");
         }
 
-        // The root is read-only and what the runtime sees; only /tmp (the container's own tmpfs) can hold
-        // a command an earlier exec wrote.
-        var command = request.Command[0].StartsWith("/tmp/", StringComparison.Ordinal) ? null : request.Command[0];
+        // The root (its writable layer included) is what the runtime sees; a path on one of the container's
+        // own mounts (a tmpfs, a bind mount) is left for the runtime to find.
+        var onMount = spec.Mounts.Any(m => m.Type is "tmpfs" or "bind" && request.Command[0].StartsWith(m.Destination.TrimEnd('/') + "/", StringComparison.Ordinal));
+        var command = onMount ? null : request.Command[0];
         var path = env.First(e => e.StartsWith("PATH=", StringComparison.Ordinal))["PATH=".Length..];
         ContainerSupervisor.ValidateInRootfs(spec.Root.Path, command, path, request.Workdir);
 

@@ -1,5 +1,6 @@
 using Corral.Cgroups;
 using Corral.Networking;
+using Corral.Rootfs;
 using Corral.Runtimes;
 
 namespace Corral.Supervision;
@@ -12,12 +13,14 @@ public sealed record ContainerRequest
 
     public RuntimeKind Runtime { get; init; } = RuntimeKind.Gvisor;
 
-    /// <summary>Root filesystem directory, used read-only; with <see cref="ImageLayers"/>, only a name for logs.</summary>
+    /// <summary>
+    /// Root filesystem directory, never written: the container writes to a copy-on-write layer of its own
+    /// above it (see <see cref="ReadOnlyRoot"/>); with <see cref="ImageLayers"/>, only a name for logs.
+    /// </summary>
     public required string Rootfs { get; init; }
 
     /// <summary>
-    /// An image's unpacked layer directories, bottom first: the root filesystem is then an overlay
-    /// of them mounted in the bundle (upper and work directories there too), removed with the container.
+    /// An image's unpacked layer directories, bottom first: the lower layers of the container's overlay.
     /// </summary>
     public IReadOnlyList<string>? ImageLayers { get; init; }
 
@@ -36,4 +39,26 @@ public sealed record ContainerRequest
 
     /// <summary>none (loopback only, the default) or a bridged namespace with ports and an egress policy.</summary>
     public NetworkRequest Network { get; init; } = NetworkRequest.Disabled;
+
+    /// <summary>
+    /// `--read-only`: the root as it is, unwritable, with a tmpfs /tmp (a root filesystem directory is
+    /// then used without an overlay). Default: writable, each container its own copy-on-write layer.
+    /// </summary>
+    public bool ReadOnlyRoot { get; init; }
+
+    /// <summary>`--disk`: the most the container can write to its root (ENOSPC beyond); null: no cap but the host disk's.</summary>
+    public long? DiskBytes { get; init; }
+
+    /// <summary>Bind and tmpfs mounts (`-v`, `--tmpfs`), after the defaults.</summary>
+    public IReadOnlyList<MountRequest> Mounts { get; init; } = [];
+
+    /// <summary>`--user`: name or uid[:gid|group], looked up in the container's own /etc/passwd and /etc/group; null: root (or the image's User).</summary>
+    public string? User { get; init; }
+
+    /// <summary>
+    /// Where the container's writable root lives when it must outlive the run (a daemon sandbox's files,
+    /// read until the sandbox is removed): the caller removes it with <see cref="WritableRoot.Remove"/>.
+    /// Null: in the bundle, removed with the container.
+    /// </summary>
+    public string? KeptRootDir { get; init; }
 }

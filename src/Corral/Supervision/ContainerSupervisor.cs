@@ -7,7 +7,9 @@ using Corral.Logging;
 using Corral.Oci;
 using Corral.Networking;
 using Corral.Oom;
+using Corral.Rootfs;
 using Corral.Runtimes;
+using Corral.Users;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -239,10 +241,11 @@ public sealed class ContainerSupervisor(
     /// Checks a request as <see cref="RunAsync"/> would, creating nothing: for a caller that runs the
     /// container elsewhere (the daemon's per-sandbox shim) and must refuse bad input at once.
     /// </summary>
-    public void Validate(ContainerRequest request)
+    /// <returns>The request in canonical form (mount sources resolved, network normalised).</returns>
+    public ContainerRequest Validate(ContainerRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
-        _ = Validate(request, request.Id ?? ContainerId.Generate(), ContainerRuntimes.Create(request.Runtime, runtimeOptions));
+        return Validate(request, request.Id ?? ContainerId.Generate(), ContainerRuntimes.Create(request.Runtime, runtimeOptions));
     }
 
     /// <summary>
@@ -338,7 +341,7 @@ public sealed class ContainerSupervisor(
             var run = new ContainerRun(id, runtime, null, [])
             {
                 BundleDir = last ? bundle : null,
-                OverlayTarget = last ? Path.Combine(bundle, "rootfs") : null,
+                RootDir = last ? bundle : null,
                 Cgroup = cgroupDriver?.Open(id),
                 RuntimeStarted = true,
                 ReclaimNetwork = last,
@@ -447,19 +450,51 @@ public sealed class ContainerSupervisor(
             _ = GpuDevices.Discover();
         }
 
+        if (request.User is { } user)
+        {
+            _ = Users.UserSpec.Parse(user);
+        }
+
         if (rootfs is not null)
         {
-            ValidateInRootfs(request, rootfs);
+            _ = ValidateInRootfs(request, rootfs);
+        }
+
+        if (request.ReadOnlyRoot && request.DiskBytes is not null)
+        {
+            throw CorralException.Invalid("--disk caps what a container writes to its root: not with --read-only");
+        }
+
+        var disk = WritableRoot.ValidateDisk(request.DiskBytes);
+        if (request.KeptRootDir is { } kept)
+        {
+            InputRules.NoControl("root directory", kept);
         }
 
         // A host port another program or sandbox holds refuses the request now (ALREADY_EXISTS, exit 125);
         // the reservation at create stays the arbiter of a race.
         BridgeNetwork.EnsurePortsFree(network.Ports);
-        return request with { Network = network };
+
+        // Last: a bind mount's missing source is created (when asked) only once everything else passed.
+        var mounts = MountInput.Validate(request.Mounts);
+        if (request.ReadOnlyRoot && rootfs is not null)
+        {
+            // Nothing is ever made in a root filesystem directory used as it is: mount points must exist.
+            foreach (var mount in mounts.Where(m => RootfsResolver.Resolve(rootfs, m.Target) is null))
+            {
+                throw CorralException.Invalid($"invalid mount path '{mount.Target}': it does not exist in the read-only root filesystem");
+            }
+        }
+
+        return request with { Network = network, Mounts = mounts, DiskBytes = disk };
     }
 
-    private static void ValidateInRootfs(ContainerRequest request, string rootfs) =>
-        ValidateInRootfs(rootfs, request.Command[0], request.Env.LastOrDefault(kv => kv.Key == "PATH").Value ?? SpecBuilder.DefaultPath, request.Workdir);
+    /// <summary>The command, the user and (on a read-only root, where it cannot be made) the working directory.</summary>
+    private static ResolvedUser ValidateInRootfs(ContainerRequest request, string rootfs)
+    {
+        ValidateInRootfs(rootfs, request.Command[0], request.Env.LastOrDefault(kv => kv.Key == "PATH").Value ?? SpecBuilder.DefaultPath, request.ReadOnlyRoot ? request.Workdir : null);
+        return ContainerUsers.Resolve(rootfs, request.User);
+    }
 
     /// <summary>
     /// The command (unless null) and working directory must exist as the container sees its root: for
@@ -497,7 +532,7 @@ public sealed class ContainerSupervisor(
         run.BundleDir = Path.Combine(options.StateDir, "bundles", run.Id);
         if (Directory.Exists(run.BundleDir))
         {
-            OverlayRootfs.Unmount(Path.Combine(run.BundleDir, "rootfs"));
+            WritableRoot.Remove(run.BundleDir);
             PrivateFiles.DeleteTree(options.StateDir, run.BundleDir);
         }
 
@@ -513,12 +548,26 @@ public sealed class ContainerSupervisor(
             observer.OnNetwork(run.Id, run.Network.Attachment);
         }
 
+        // The root: the image's layers (or the root filesystem directory) below the container's own
+        // writable layer; a --read-only directory as it is.
         var rootfsPath = Path.GetFullPath(request.Rootfs);
-        if (request.ImageLayers is { } layers)
+        if (request.ImageLayers is not null || !request.ReadOnlyRoot)
         {
-            run.OverlayTarget = Path.Combine(run.BundleDir, "rootfs");
-            rootfsPath = OverlayRootfs.Mount(run.BundleDir, layers);
-            ValidateInRootfs(request, rootfsPath);
+            run.RootDir = request.KeptRootDir ?? run.BundleDir;
+            if (request.KeptRootDir is { } kept && Directory.Exists(kept))
+            {
+                WritableRoot.Remove(kept);
+            }
+
+            rootfsPath = await WritableRoot.MountAsync(run.RootDir, request.ImageLayers ?? [rootfsPath], request.DiskBytes, options.RuntimeCommandDeadline, cancellationToken).ConfigureAwait(false);
+        }
+
+        // Looked up in the root as the container will see it (the image's own /etc/passwd and /etc/group).
+        var user = ValidateInRootfs(request, rootfsPath);
+        if (!request.ReadOnlyRoot && request.Workdir is { } workdir)
+        {
+            // Made when missing, as docker does (root's, 0755), in the container's own layer.
+            ContainerPaths.EnsureDirectory(rootfsPath, workdir);
         }
 
         var hostname = run.Id.Length <= 63 ? run.Id : "corral";
@@ -550,13 +599,16 @@ public sealed class ContainerSupervisor(
         {
             RootfsPath = rootfsPath,
             Args = run.Command,
-            Env = request.Env,
+            Env = [new("HOME", user.Home), .. request.Env],
+            User = new Oci.UserSpec { Uid = user.Uid, Gid = user.Gid, AdditionalGids = user.AdditionalGids.Count > 0 ? user.AdditionalGids : null },
             Workdir = request.Workdir ?? "/",
             Hostname = hostname,
             CgroupsPath = runtime.LaunchesInsideCgroup ? null : run.Cgroup?.RuntimeCgroupsPath,
             Devices = request.Gpu ? GpuDevices.Discover() : [],
             NetworkNamespacePath = run.Network?.NamespacePath,
-            ExtraMounts = networkMounts,
+            ReadonlyRoot = request.ReadOnlyRoot,
+            TmpSize = request.ReadOnlyRoot ? "256m" : null,
+            ExtraMounts = [.. GvisorTmp(runtime, request, rootfsPath), .. MountInput.ToSpec(request.Mounts), .. networkMounts],
         });
         // Not cancellable: a stop asked for this early is handled below like any other, with an exit record.
         try
@@ -612,7 +664,7 @@ public sealed class ContainerSupervisor(
 
         // The kernel log from here on names the processes its OOM killer chooses in this container.
         using var kernelLog = run.Cgroup is not null && cgroupLimits.MemoryBytes is not null ? KernelLogCursor.TryOpenAtEnd() : null;
-        var invocation = runtime.Run(run.Id, run.BundleDir, pidFile, request.Gpu, network: run.Network is not null);
+        var invocation = runtime.Run(run.Id, run.BundleDir, pidFile, request.Gpu, network: run.Network is not null, writableRoot: !request.ReadOnlyRoot);
         run.RuntimeStarted = true;
         var process = StartRuntimeProcess(invocation, runtime.LaunchesInsideCgroup ? run.Cgroup : null, runtime.Kind == RuntimeKind.Gvisor && File.Exists(Setpriv));
         run.Process = process;
@@ -965,6 +1017,20 @@ public sealed class ContainerSupervisor(
     /// mount point, and a directory rootfs is the caller's, never written. An image's overlay (the
     /// container's own upper layer) gets an empty resolv.conf to mount over when it lacks one.
     /// </summary>
+    /// <summary>
+    /// runsc puts a tmpfs of its own (in the sandbox's memory) over /tmp unless the spec mounts something
+    /// there: a writable root's /tmp is mounted onto itself, so that it is the root's, as under runc (in
+    /// the container's layer, under its --disk cap, reached by `corral cp`).
+    /// </summary>
+    private static IEnumerable<MountSpec> GvisorTmp(IContainerRuntime runtime, ContainerRequest request, string rootfs)
+    {
+        if (runtime.Kind == RuntimeKind.Gvisor && !request.ReadOnlyRoot && !request.Mounts.Any(m => m.Target == "/tmp")
+            && RootfsResolver.Resolve(rootfs, "/tmp") is { } tmp && Directory.Exists(tmp) && !LayerUnpacker.IsSymlink(tmp))
+        {
+            yield return new MountSpec("/tmp", "bind", tmp, ["rbind", "rw", "nosuid", "nodev"]);
+        }
+    }
+
     private static List<MountSpec> NetworkFiles(string bundleDir, string rootfs, ContainerRequest request, NetworkAttachment attachment, string hostname)
     {
         var mounts = new List<MountSpec>();
@@ -989,7 +1055,7 @@ public sealed class ContainerSupervisor(
             var inRoot = RootfsResolver.Resolve(rootfs, target);
             if (inRoot is null || !File.Exists(inRoot))
             {
-                if (!(request.ImageLayers is not null && target == "/etc/resolv.conf" && RootfsResolver.Resolve(rootfs, "/etc") is { } etc && Directory.Exists(etc) && !PrivateFiles.Exists(Path.Combine(etc, "resolv.conf"))))
+                if (!((request.ImageLayers is not null || !request.ReadOnlyRoot) && target == "/etc/resolv.conf" && RootfsResolver.Resolve(rootfs, "/etc") is { } etc && Directory.Exists(etc) && !PrivateFiles.Exists(Path.Combine(etc, "resolv.conf"))))
                 {
                     continue;
                 }
@@ -1091,12 +1157,12 @@ public sealed class ContainerSupervisor(
             }
         }, failures).ConfigureAwait(false);
         IReadOnlyList<string> layers = [];
-        await Step(run.Id, "overlay", () =>
+        await Step(run.Id, "rootfs", () =>
         {
-            if (run.OverlayTarget is { } overlay)
+            // A kept root (a daemon sandbox's, read until it is removed) is its owner's to remove.
+            if (run.RootDir is { } root && run.Request?.KeptRootDir is null)
             {
-                layers = OverlayRootfs.LowerDirs(overlay);
-                OverlayRootfs.Unmount(overlay);
+                layers = WritableRoot.Remove(root);
             }
 
             return Task.CompletedTask;
@@ -1174,8 +1240,8 @@ public sealed class ContainerSupervisor(
         /// <summary>The runtime was started for this container (so its runtime state, if any, is this run's to delete).</summary>
         public bool RuntimeStarted { get; set; }
 
-        /// <summary>Where the image's overlay is mounted, once it is.</summary>
-        public string? OverlayTarget { get; set; }
+        /// <summary>The directory of the container's overlay root (its rootfs, layer and disk), once there is one.</summary>
+        public string? RootDir { get; set; }
 
         public IContainerCgroup? Cgroup { get; set; }
 

@@ -159,6 +159,13 @@ public sealed class DaemonProcess : IAsyncDisposable
         _process.Dispose();
         if (!_keepRoot)
         {
+            // Sandboxes a test did not remove keep their roots mounted (their files can still be copied
+            // out): detached first, so the delete never walks into an overlay or a disk.
+            foreach (var mount in File.ReadAllLines("/proc/self/mountinfo").Select(l => l.Split(' ')[4]).Where(m => m.StartsWith(Root + "/", StringComparison.Ordinal)).OrderByDescending(m => m.Length))
+            {
+                _ = LibC.umount2(mount, LibC.MNT_DETACH);
+            }
+
             Directory.Delete(Root, recursive: true);
         }
     }

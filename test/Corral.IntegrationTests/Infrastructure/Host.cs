@@ -93,6 +93,22 @@ public static class TestHost
             leaks.Add($"a mount mentions {id}");
         }
 
+        // A --disk's loop device (its backing file lives in the container's directory).
+        foreach (var backing in Directory.Exists("/sys/block") ? Directory.EnumerateDirectories("/sys/block", "loop*").Select(d => Path.Combine(d, "loop", "backing_file")) : [])
+        {
+            try
+            {
+                if (File.Exists(backing) && File.ReadAllText(backing).Contains(id, StringComparison.Ordinal))
+                {
+                    leaks.Add($"loop device {backing.Split('/')[3]} is backed by {File.ReadAllText(backing).Trim()}");
+                }
+            }
+            catch (IOException)
+            {
+                // Detached while we looked.
+            }
+        }
+
         leaks.AddRange(await NetworkLeaksAsync(Corral.Networking.BridgeNetwork.KeyOf(stateDir, id)));
 
         foreach (var proc in Directory.EnumerateDirectories("/proc").Where(d => int.TryParse(Path.GetFileName(d), out _)))
