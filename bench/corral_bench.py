@@ -49,6 +49,7 @@ import benchlib as b  # noqa: E402
 import exp_daemon  # noqa: E402
 import exp_latency  # noqa: E402
 import exp_network  # noqa: E402
+import exp_rootfs  # noqa: E402
 import exp_oom  # noqa: E402
 import exp_scale  # noqa: E402
 
@@ -60,6 +61,7 @@ EXPERIMENTS = [
     ("density", exp_scale.density),
     ("daemon", exp_daemon.daemon),
     ("network", exp_network.network),
+    ("rootfs", exp_rootfs.rootfs),
 ]
 
 

@@ -11,6 +11,9 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # --network bridge: the namespace, veth and bridge (ip) and Corral's firewall table (nft).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
+# --disk: an ext4 filesystem per container (mkfs.ext4), loop-mounted (mount -o loop).
+command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
+command -v mount >/dev/null 2>&1 || [ -x /usr/bin/mount ] || [ -x /bin/mount ] || need+=(mount)
 for extra in "$@"; do
   case "$extra" in
     podman) command -v podman >/dev/null 2>&1 || need+=(podman) ;;

@@ -206,7 +206,7 @@ internal static class DaemonCommands
     {
         var id = new Argument<string>("ID") { Description = "Sandbox id" };
         var force = new Option<bool>("--force", "-f") { Description = "Kill it first (SIGKILL) if it still runs" };
-        var command = new Command("rm", "Remove an ended daemon sandbox: its record and logs") { id, force };
+        var command = new Command("rm", "Remove an ended daemon sandbox: its record, logs and root filesystem") { id, force };
         command.SetAction(async (parse, ct) =>
         {
             using var client = Connect(parse);

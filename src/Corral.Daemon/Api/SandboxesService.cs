@@ -67,17 +67,17 @@ internal sealed class SandboxesService(
 
         var first = requestStream.Current;
         var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: 4 << 20, resumeWriterThreshold: 2 << 20));
-        var unpack = Task.Run(() =>
+        var unpack = Task.Run(async () =>
         {
-            using var reader = pipe.Reader.AsStream();
+            await using var reader = pipe.Reader.AsStream();
             try
             {
-                return files.CopyIn(first.Id, first.Path, reader, context.CancellationToken);
+                return await files.CopyInAsync(first.Id, first.Path, reader, context.CancellationToken).ConfigureAwait(false);
             }
             finally
             {
                 // A refusal stops the upload: the sender's next write fails.
-                pipe.Reader.Complete();
+                await pipe.Reader.CompleteAsync().ConfigureAwait(false);
             }
         });
         try
@@ -115,16 +115,16 @@ internal sealed class SandboxesService(
     public override Task CopyOut(Proto.CopyOutRequest request, IServerStreamWriter<Proto.CopyOutChunk> responseStream, ServerCallContext context) => Guard(async () =>
     {
         var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: 4 << 20, resumeWriterThreshold: 2 << 20));
-        var pack = Task.Run(() =>
+        var pack = Task.Run(async () =>
         {
-            using var writer = pipe.Writer.AsStream();
+            await using var writer = pipe.Writer.AsStream();
             try
             {
-                files.CopyOut(request.Id, request.Path, writer, context.CancellationToken);
+                await files.CopyOutAsync(request.Id, request.Path, writer, context.CancellationToken).ConfigureAwait(false);
             }
             finally
             {
-                pipe.Writer.Complete();
+                await pipe.Writer.CompleteAsync().ConfigureAwait(false);
             }
         });
         try

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Corral.Common;
 using Corral.Daemon.Sandboxes;
 using Corral.Files;
@@ -15,45 +16,77 @@ namespace Corral.Daemon.Files;
 /// </summary>
 internal sealed class SandboxFiles(SandboxRegistry registry)
 {
-    public CopyResult CopyIn(string id, string path, Stream tar, CancellationToken cancellationToken)
-    {
-        var place = Locate(id, path, writing: true);
-        return ContainerFiles.CopyIn(place.Root, place.Path, tar, place.Owner, CopyLimits.Default, cancellationToken);
-    }
+    private static readonly TimeSpan MountDeadline = TimeSpan.FromSeconds(30);
 
-    public CopyResult CopyOut(string id, string path, Stream output, CancellationToken cancellationToken)
-    {
-        var place = Locate(id, path, writing: false);
-        return ContainerFiles.CopyOut(place.Root, place.Path, output, CopyLimits.Default, cancellationToken);
-    }
+    /// <summary>One copy at a time per ended sandbox: its root is mounted for the copy and unmounted after.</summary>
+    private readonly ConcurrentDictionary<string, SemaphoreSlim> _gates = new(StringComparer.Ordinal);
 
-    /// <summary>Which host directory serves as the root for <paramref name="path"/>, and the path inside it.</summary>
-    private Place Locate(string id, string path, bool writing)
+    public Task<CopyResult> CopyInAsync(string id, string path, Stream tar, CancellationToken cancellationToken) =>
+        WithRootAsync(id, path, writing: true, place => ContainerFiles.CopyIn(place.Root, place.Path, tar, place.Owner, CopyLimits.Default, cancellationToken), cancellationToken);
+
+    public Task<CopyResult> CopyOutAsync(string id, string path, Stream output, CancellationToken cancellationToken) =>
+        WithRootAsync(id, path, writing: false, place => ContainerFiles.CopyOut(place.Root, place.Path, output, CopyLimits.Default, cancellationToken), cancellationToken);
+
+    /// <summary>
+    /// Runs <paramref name="copy"/> on the place <paramref name="path"/> names. A running sandbox's root
+    /// is mounted by its shim; an ended one's (kept until it is removed, nothing mounted meanwhile) is
+    /// mounted for the copy and unmounted after.
+    /// </summary>
+    private async Task<CopyResult> WithRootAsync(string id, string path, bool writing, Func<Place, CopyResult> copy, CancellationToken cancellationToken)
     {
-        InputRules.NoControl("path", path);
-        if (!path.StartsWith('/'))
+        _ = Normalize(path);
+        var (sandbox, request) = Find(id);
+        var kept = request.KeptRootDir;
+        var overlay = kept is not null && (request.ImageLayers is not null || !request.ReadOnlyRoot);
+        if (!overlay || OverlayRootfs.IsMounted(WritableRoot.RootfsOf(kept!)))
         {
-            throw CorralException.Invalid($"invalid path {InputRules.Quote(path)}: must be an absolute path in the sandbox");
+            return await Task.Run(() => copy(Locate(id, path, writing, request)), cancellationToken).ConfigureAwait(false);
         }
 
-        var parts = path.Split('/', StringSplitOptions.RemoveEmptyEntries).Where(p => p != ".").ToList();
-        if (parts.Contains(".."))
+        if (!sandbox.HasEnded)
         {
-            throw CorralException.Invalid($"invalid path {InputRules.Quote(path)}: '..' is not allowed");
+            throw CorralException.Precondition($"sandbox {id} has not started yet: its root filesystem is not there yet");
         }
 
-        var normal = "/" + string.Join('/', parts);
+        if (!WritableRoot.HasLayer(kept!))
+        {
+            throw CorralException.Precondition($"sandbox {id} ended before its root filesystem was made: there are no files to copy");
+        }
+
+        var gate = _gates.GetOrAdd(id, _ => new SemaphoreSlim(1, 1));
+        await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await WritableRoot.RemountAsync(kept!, request.ImageLayers ?? [request.Rootfs], MountDeadline, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                return await Task.Run(() => copy(Locate(id, path, writing, request)), cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                WritableRoot.Unmount(kept!);
+            }
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    private (Sandbox Sandbox, ContainerRequest Request) Find(string id)
+    {
         var sandbox = registry.Get(id);
         var request = sandbox.Files.ReadSpec()?.Request
             ?? throw CorralException.Precondition($"sandbox {id} has no files yet");
+        return (sandbox, request);
+    }
+
+    /// <summary>Which host directory serves as the root for <paramref name="path"/>, and the path inside it.</summary>
+    private static Place Locate(string id, string path, bool writing, ContainerRequest request)
+    {
+        var normal = Normalize(path);
         var overlay = request.ImageLayers is not null || !request.ReadOnlyRoot;
         var root = overlay && request.KeptRootDir is { } kept ? WritableRoot.RootfsOf(kept) : request.Rootfs;
-        if (overlay && !OverlayRootfs.IsMounted(root))
-        {
-            throw CorralException.Precondition(sandbox.HasEnded
-                ? $"sandbox {id} ended before its root filesystem was made: there are no files to copy"
-                : $"sandbox {id} has not started yet: its root filesystem is not there yet");
-        }
 
         // The innermost mount over the path decides (longest container path first).
         foreach (var mount in request.Mounts.OrderByDescending(m => m.Target.Length))
@@ -89,6 +122,21 @@ internal sealed class SandboxFiles(SandboxRegistry registry)
         }
 
         return new Place(root, normal, writing ? Owner(root, request) : null);
+    }
+
+    /// <summary>An absolute sandbox path without ".." (checked before anything is mounted), "." and doubled slashes dropped.</summary>
+    private static string Normalize(string path)
+    {
+        InputRules.NoControl("path", path);
+        if (!path.StartsWith('/'))
+        {
+            throw CorralException.Invalid($"invalid path {InputRules.Quote(path)}: must be an absolute path in the sandbox");
+        }
+
+        var parts = path.Split('/', StringSplitOptions.RemoveEmptyEntries).Where(p => p != ".").ToList();
+        return parts.Contains("..")
+            ? throw CorralException.Invalid($"invalid path {InputRules.Quote(path)}: '..' is not allowed")
+            : "/" + string.Join('/', parts);
     }
 
     /// <summary>Copied-in files belong to the sandbox's user, as its own processes see it.</summary>

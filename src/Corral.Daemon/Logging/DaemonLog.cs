@@ -32,6 +32,9 @@ internal static partial class DaemonLog
     [LoggerMessage(4008, LogLevel.Warning, "could not write sandbox record id={Id} file={File} error={Error}")]
     public static partial void RecordWriteFailed(ILogger logger, string id, string file, string error);
 
+    [LoggerMessage(4017, LogLevel.Warning, "could not unmount a sandbox's root filesystem id={Id} dir={Dir} error={Error}")]
+    public static partial void RootUnmountFailed(ILogger logger, string id, string dir, string error);
+
     [LoggerMessage(4009, LogLevel.Warning, "sandbox output over the log cap, further output dropped id={Id} cap_bytes={CapBytes}")]
     public static partial void LogCapReached(ILogger logger, string id, long capBytes);
 

@@ -490,6 +490,16 @@ public sealed class SandboxRegistry(
     private async Task ReclaimAsync(Sandbox sandbox, string why)
     {
         DaemonLog.ShimLost(logger, sandbox.Id, why);
+        try
+        {
+            // Its root's files stay (they can be copied out until it is removed); its mounts go now.
+            WritableRoot.Unmount(RootDirOf(sandbox.Dir));
+        }
+        catch (IOException ex)
+        {
+            DaemonLog.RootUnmountFailed(logger, sandbox.Id, RootDirOf(sandbox.Dir), ex.Message);
+        }
+
         if (ContainerRuntimes.TryParse(sandbox.Record.Runtime, out var kind))
         {
             try
@@ -659,7 +669,7 @@ public sealed class SandboxRegistry(
     }
 
     /// <summary>Where a sandbox's writable root lives (kept after it ends, until it is removed).</summary>
-    private static string RootDirOf(string dir) => Path.Combine(dir, "root");
+    internal static string RootDirOf(string dir) => Path.Combine(dir, "root");
 
     private void TryDeleteDir(string dir)
     {

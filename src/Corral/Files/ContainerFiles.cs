@@ -154,22 +154,7 @@ public static class ContainerFiles
             return null;
         }
 
-        var parts = new List<string>();
-        foreach (var part in containerPath.Split('/', StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (part == "..")
-            {
-                if (parts.Count > 0)
-                {
-                    parts.RemoveAt(parts.Count - 1);
-                }
-            }
-            else if (part != ".")
-            {
-                parts.Add(part);
-            }
-        }
-
+        var parts = ContainerRoot.Clean(containerPath);
         return parts.Count == 0 ? null : parts[^1];
     }
 

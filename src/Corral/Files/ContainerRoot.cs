@@ -1,7 +1,9 @@
+using System.Globalization;
 using System.Runtime.InteropServices;
 using Corral.Common;
 using Corral.Images;
 using Corral.Interop;
+using Microsoft.Win32.SafeHandles;
 
 namespace Corral.Files;
 
@@ -33,6 +35,28 @@ internal sealed class ContainerRoot : IDisposable
             : throw CorralException.Host($"cannot open the container's root filesystem {rootDir}: {LibC.ErrorText(Marshal.GetLastPInvokeError())}");
     }
 
+    /// <summary>A path's components cleaned lexically (Go's filepath.Clean): no ".", ".." applied, never above "/".</summary>
+    public static List<string> Clean(string path)
+    {
+        var parts = new List<string>();
+        foreach (var part in path.Split('/', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (part == "..")
+            {
+                if (parts.Count > 0)
+                {
+                    parts.RemoveAt(parts.Count - 1);
+                }
+            }
+            else if (part != ".")
+            {
+                parts.Add(part);
+            }
+        }
+
+        return parts;
+    }
+
     /// <summary>A container path must be absolute and free of NULs.</summary>
     public static void CheckPath(string containerPath)
     {
@@ -45,9 +69,10 @@ internal sealed class ContainerRoot : IDisposable
 
     /// <summary>
     /// An fd (O_PATH unless <paramref name="flags"/> say otherwise) of <paramref name="containerPath"/>
-    /// resolved inside the root; -1 when it, or a directory on the way, does not exist.
+    /// resolved inside the root; -1 when it, or a directory on the way, does not exist (or, with
+    /// <paramref name="loopIsMissing"/>, is a symlink loop).
     /// </summary>
-    public int OpenInside(string containerPath, int flags)
+    public int OpenInside(string containerPath, int flags, bool loopIsMissing = false)
     {
         for (var attempt = 0; ; attempt++)
         {
@@ -62,7 +87,9 @@ internal sealed class ContainerRoot : IDisposable
             {
                 case LibC.ENOENT or AtCalls.ENOTDIR:
                     return -1;
-                case EAGAIN when attempt < Retries:
+                case AtCalls.ELOOP when loopIsMissing:
+                    return -1;
+                case EAGAIN or LibC.EINTR when attempt < Retries:
                     // A rename or ".." race inside the root: the kernel asks for a retry.
                     continue;
                 case EXDEV:
@@ -70,7 +97,7 @@ internal sealed class ContainerRoot : IDisposable
                 case AtCalls.ELOOP:
                     throw CorralException.Invalid($"too many levels of symbolic links in the container: {LayerUnpacker.Printable(containerPath)}");
                 case ENOSYS:
-                    throw CorralException.Host("copying files needs openat2 (Linux 5.6 or newer)");
+                    throw CorralException.Host("resolving paths inside a container's root needs openat2 (Linux 5.6 or newer)");
                 default:
                     throw CorralException.Host($"cannot resolve {LayerUnpacker.Printable(containerPath)} in the container: {LibC.ErrorText(errno)}");
             }
@@ -106,6 +133,70 @@ internal sealed class ContainerRoot : IDisposable
         }
 
         return parts;
+    }
+
+    /// <summary>
+    /// The content of the regular file at <paramref name="containerPath"/> as the container sees it,
+    /// or null where it is missing or a symlink loop (as docker treats an unreadable /etc/passwd).
+    /// Opened O_PATH, checked to be a regular file of at most <paramref name="maxBytes"/>, then reopened
+    /// through /proc/self/fd: a FIFO or device node swapped in is never opened for reading.
+    /// <paramref name="fail"/> turns a reason into the exception to throw.
+    /// </summary>
+    public byte[]? ReadFile(string containerPath, int maxBytes, Func<string, Exception> fail)
+    {
+        ArgumentNullException.ThrowIfNull(fail);
+        var pathFd = OpenInside(containerPath, LibC.O_PATH, loopIsMissing: true);
+        if (pathFd < 0)
+        {
+            return null;
+        }
+
+        try
+        {
+            var status = FileStatus.Of(pathFd, string.Empty) ?? throw CorralException.Host($"the container's {containerPath} vanished while it was read");
+            if (!status.IsRegular)
+            {
+                throw fail($"the container's {containerPath} is not a regular file");
+            }
+
+            if (status.Size > maxBytes)
+            {
+                throw fail($"the container's {containerPath} is larger than {ByteSize.Format(maxBytes)}");
+            }
+
+            var fd = LibC.open("/proc/self/fd/" + pathFd.ToString(CultureInfo.InvariantCulture), LibC.O_RDONLY | LibC.O_CLOEXEC);
+            if (fd < 0)
+            {
+                throw CorralException.Host($"cannot reopen the container's {containerPath}: {LibC.LastErrorMessage}");
+            }
+
+            using var handle = new SafeFileHandle(fd, ownsHandle: true);
+
+            // Sized by statx; grown (up to one byte past the limit) should the file grow meanwhile.
+            var buffer = new byte[(int)status.Size + 1];
+            var length = 0;
+            while (length <= maxBytes)
+            {
+                if (length == buffer.Length)
+                {
+                    Array.Resize(ref buffer, (int)Math.Min(2L * buffer.Length, maxBytes + 1L));
+                }
+
+                var n = RandomAccess.Read(handle, buffer.AsSpan(length), length);
+                if (n == 0)
+                {
+                    break;
+                }
+
+                length += n;
+            }
+
+            return length > maxBytes ? throw fail($"the container's {containerPath} is larger than {ByteSize.Format(maxBytes)}") : buffer[..length];
+        }
+        finally
+        {
+            LibC.close(pathFd);
+        }
     }
 
     public void Dispose() => LibC.close(Fd);

@@ -30,6 +30,9 @@ public static class WritableRoot
 
     public static string UpperOf(string dir) => Path.Combine(dir, "layer", "upper");
 
+    /// <summary>True when the directory holds a layer (on the host disk, or in its disk image) that can be mounted again.</summary>
+    public static bool HasLayer(string dir) => Directory.Exists(UpperOf(dir)) || File.Exists(Path.Combine(dir, "disk.img"));
+
     /// <summary>Checks a --disk value: at least <see cref="MinDiskBytes"/>.</summary>
     public static long? ValidateDisk(long? bytes) => bytes switch
     {
@@ -39,8 +42,82 @@ public static class WritableRoot
         _ => bytes,
     };
 
-    /// <summary>Mounts the overlay of <paramref name="lowers"/> (bottom first) at &lt;dir&gt;/rootfs and returns that path.</summary>
+    /// <summary>Mounts the overlay of <paramref name="lowers"/> (bottom first) over a new, empty layer at &lt;dir&gt;/rootfs and returns that path.</summary>
     public static async Task<string> MountAsync(string dir, IReadOnlyList<string> lowers, long? diskBytes, TimeSpan deadline, CancellationToken cancellationToken = default)
+    {
+        CheckLowers(lowers);
+        PrivateFiles.CreateOwnDirectory(dir);
+        var layer = Path.Combine(dir, "layer");
+        Directory.CreateDirectory(layer);
+        if (diskBytes is { } size)
+        {
+            await MountDiskAsync(Path.Combine(dir, "disk.img"), layer, size, deadline, cancellationToken).ConfigureAwait(false);
+        }
+
+        // The upper directory is the container's "/" (a subdirectory: ext4's lost+found stays out of
+        // sight): root's and world-readable, as in an image.
+        var upper = UpperOf(dir);
+        Directory.CreateDirectory(upper);
+        Directory.CreateDirectory(Path.Combine(layer, "work"));
+        File.SetUnixFileMode(upper, (UnixFileMode)0b111_101_101);
+        return MountOverlay(dir, lowers);
+    }
+
+    /// <summary>
+    /// Mounts an existing layer again (a kept root whose container ended: its files are read or
+    /// written from outside): its disk, when it has one, then the overlay. Returns &lt;dir&gt;/rootfs.
+    /// </summary>
+    public static async Task<string> RemountAsync(string dir, IReadOnlyList<string> lowers, TimeSpan deadline, CancellationToken cancellationToken = default)
+    {
+        CheckLowers(lowers);
+        var disk = Path.Combine(dir, "disk.img");
+        var layer = Path.Combine(dir, "layer");
+        if (File.Exists(disk) && !OverlayRootfs.IsMounted(layer))
+        {
+            await RunAsync("mount -t ext4 -o loop,noatime \"$1\" \"$2\"", disk, layer, deadline, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (!Directory.Exists(UpperOf(dir)))
+        {
+            throw CorralException.Precondition("the container's layer is gone");
+        }
+
+        return OverlayRootfs.IsMounted(RootfsOf(dir)) ? RootfsOf(dir) : MountOverlay(dir, lowers);
+    }
+
+    /// <summary>
+    /// Unmounts the overlay and the disk; the layer's files (and the disk image) stay, for a kept root
+    /// to be mounted again. Returns the overlay's lower directories (top first; empty when none was mounted).
+    /// </summary>
+    public static IReadOnlyList<string> Unmount(string dir)
+    {
+        var target = RootfsOf(dir);
+        var lowers = Directory.Exists(dir) ? OverlayRootfs.LowerDirs(target) : [];
+        if (Directory.Exists(dir))
+        {
+            OverlayRootfs.Unmount(target);
+            OverlayRootfs.Unmount(Path.Combine(dir, "layer"));
+        }
+
+        return lowers;
+    }
+
+    /// <summary>
+    /// Unmounts the overlay and the disk and deletes the disk image; the directory itself stays for its
+    /// owner to delete. Returns the overlay's lower directories (top first; empty when none was mounted).
+    /// </summary>
+    public static IReadOnlyList<string> Remove(string dir)
+    {
+        var lowers = Unmount(dir);
+        if (Directory.Exists(dir))
+        {
+            File.Delete(Path.Combine(dir, "disk.img"));
+        }
+
+        return lowers;
+    }
+
+    private static void CheckLowers(IReadOnlyList<string> lowers)
     {
         ArgumentNullException.ThrowIfNull(lowers);
         if (lowers.Count == 0)
@@ -55,25 +132,13 @@ public static class WritableRoot
                 throw new CorralException($"root filesystem directory '{lower}' is missing or has a character overlayfs cannot take (, : \\)");
             }
         }
+    }
 
-        var layer = Path.Combine(dir, "layer");
+    private static string MountOverlay(string dir, IReadOnlyList<string> lowers)
+    {
         var target = RootfsOf(dir);
-        PrivateFiles.CreateOwnDirectory(dir);
-        Directory.CreateDirectory(layer);
         Directory.CreateDirectory(target);
-        if (diskBytes is { } size)
-        {
-            await MountDiskAsync(Path.Combine(dir, "disk.img"), layer, size, deadline, cancellationToken).ConfigureAwait(false);
-        }
-
-        // The upper directory is the container's "/" (a subdirectory: ext4's lost+found stays out of
-        // sight): root's and world-readable, as in an image.
-        var upper = UpperOf(dir);
-        var work = Path.Combine(layer, "work");
-        Directory.CreateDirectory(upper);
-        Directory.CreateDirectory(work);
-        File.SetUnixFileMode(upper, (UnixFileMode)0b111_101_101);
-        var options = $"lowerdir={string.Join(':', lowers.Reverse())},upperdir={upper},workdir={work}";
+        var options = $"lowerdir={string.Join(':', lowers.Reverse())},upperdir={UpperOf(dir)},workdir={Path.Combine(dir, "layer", "work")}";
         if (options.Length > MaxOptionsLength)
         {
             throw new CorralException($"the image has too many layers ({lowers.Count}) for one overlay mount");
@@ -86,24 +151,6 @@ public static class WritableRoot
         }
 
         return target;
-    }
-
-    /// <summary>
-    /// Unmounts the overlay and the disk and deletes the disk image; the directory itself stays for its
-    /// owner to delete. Returns the overlay's lower directories (top first; empty when none was mounted).
-    /// </summary>
-    public static IReadOnlyList<string> Remove(string dir)
-    {
-        var target = RootfsOf(dir);
-        var lowers = Directory.Exists(dir) ? OverlayRootfs.LowerDirs(target) : [];
-        if (Directory.Exists(dir))
-        {
-            OverlayRootfs.Unmount(target);
-            OverlayRootfs.Unmount(Path.Combine(dir, "layer"));
-            File.Delete(Path.Combine(dir, "disk.img"));
-        }
-
-        return lowers;
     }
 
     /// <summary>
@@ -125,11 +172,15 @@ public static class WritableRoot
             throw CorralException.Host($"cannot create the container's disk image {image}: {ex.Message}", ex);
         }
 
-        var script = "mkfs.ext4 -q -F -m 0 -O ^has_journal -E lazy_itable_init=1,nodiscard \"$1\" && mount -t ext4 -o loop,noatime \"$1\" \"$2\"";
+        await RunAsync("mkfs.ext4 -q -F -m 0 -O ^has_journal -E lazy_itable_init=1,nodiscard \"$1\" && mount -t ext4 -o loop,noatime \"$1\" \"$2\"", image, mountPoint, deadline, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async Task RunAsync(string script, string image, string mountPoint, TimeSpan deadline, CancellationToken cancellationToken)
+    {
         var result = await RuntimeCommandRunner.RunAsync(new RuntimeInvocation("/bin/sh", ["-c", script, "corral-disk", image, mountPoint]), deadline, cancellationToken).ConfigureAwait(false);
         if (!result.Succeeded)
         {
-            throw CorralException.Host($"cannot make the container's {ByteSize.Format(bytes)} disk: {result.Message.ReplaceLineEndings(" ")} (needs e2fsprogs and loop devices)");
+            throw CorralException.Host($"cannot mount the container's disk {image}: {result.Message.ReplaceLineEndings(" ")} (needs e2fsprogs and loop devices)");
         }
     }
 }

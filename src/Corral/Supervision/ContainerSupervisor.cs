@@ -1159,10 +1159,11 @@ public sealed class ContainerSupervisor(
         IReadOnlyList<string> layers = [];
         await Step(run.Id, "rootfs", () =>
         {
-            // A kept root (a daemon sandbox's, read until it is removed) is its owner's to remove.
-            if (run.RootDir is { } root && run.Request?.KeptRootDir is null)
+            // A kept root (a daemon sandbox's, read until it is removed) is unmounted, its files left
+            // for its owner to remove; any other goes whole.
+            if (run.RootDir is { } root)
             {
-                layers = WritableRoot.Remove(root);
+                layers = run.Request?.KeptRootDir is null ? WritableRoot.Remove(root) : WritableRoot.Unmount(root);
             }
 
             return Task.CompletedTask;

@@ -31,8 +31,8 @@ public static class ContainerPaths
             throw CorralException.Invalid($"invalid --workdir {InputRules.Quote(containerPath)}: must be an absolute path");
         }
 
-        using var root = RootDirectory.Open(rootDir);
-        var pending = new Stack<string>(Enumerable.Reverse(Clean(containerPath)));
+        using var root = Files.ContainerRoot.Open(rootDir);
+        var pending = new Stack<string>(Enumerable.Reverse(Files.ContainerRoot.Clean(containerPath)));
         var fds = new List<int>();
         var names = new List<string>();
         var hops = 0;
@@ -105,7 +105,7 @@ public static class ContainerPaths
                                 throw CorralException.Invalid($"invalid --workdir {InputRules.Quote(containerPath)}: {here} goes through too many symlinks in the container");
                             }
 
-                            target = RootDirectory.ReadLink(fd, here + " in the container");
+                            target = Images.LayerUnpacker.ReadLink(fd, string.Empty) ?? throw CorralException.Host($"cannot read the symlink {here} in the container: {LibC.LastErrorMessage}");
                         }
                         finally
                         {
@@ -139,33 +139,12 @@ public static class ContainerPaths
         return created;
     }
 
-    /// <summary>The path's components cleaned as docker cleans --workdir (filepath.Clean): no ".", ".." applied lexically, never above "/".</summary>
-    private static List<string> Clean(string path)
-    {
-        var parts = new List<string>();
-        foreach (var part in path.Split('/', StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (part == "..")
-            {
-                if (parts.Count > 0)
-                {
-                    parts.RemoveAt(parts.Count - 1);
-                }
-            }
-            else if (part != ".")
-            {
-                parts.Add(part);
-            }
-        }
-
-        return parts;
-    }
-
     private static (uint Mode, ulong Size) Stat(int fd, string here)
     {
         try
         {
-            return RootDirectory.Stat(fd, string.Empty, here + " in the container");
+            var status = Files.FileStatus.Of(fd, string.Empty) ?? throw CorralException.Host($"{here} vanished from the container while its directory was made");
+            return (status.Mode, (ulong)status.Size);
         }
         catch
         {

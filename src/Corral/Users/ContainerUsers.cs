@@ -20,7 +20,7 @@ public static class ContainerUsers
     public static ResolvedUser Resolve(string rootDir, string? user)
     {
         var spec = string.IsNullOrEmpty(user) ? null : UserSpec.Parse(user);
-        using var root = RootDirectory.Open(rootDir);
+        using var root = Files.ContainerRoot.Open(rootDir);
         Exception Fail(string why) => CorralException.Invalid(spec is null ? $"cannot resolve the container's user: {why}" : $"invalid --user {InputRules.Quote(spec.Text)}: {why}");
         var passwd = root.ReadFile("/etc/passwd", MaxFileBytes, Fail);
         var group = root.ReadFile("/etc/group", MaxFileBytes, Fail);

@@ -39,7 +39,7 @@ public sealed class BadInputTests
         { ["--timeout", "soon"], "invalid duration 'soon'" },
         { ["--runtime", "docker"], "invalid --runtime 'docker'" },
         { ["--workdir", "relative/dir"], "invalid --workdir 'relative/dir'" },
-        { ["--workdir", "/no/such/dir"], "invalid --workdir '/no/such/dir'" },
+        { ["--read-only", "--workdir", "/no/such/dir"], "invalid --workdir '/no/such/dir'" },
         { ["--env", "NOEQUALS"], "invalid --env 'NOEQUALS'" },
         { ["--no-such-option"], "unrecognized option '--no-such-option'" },
         { ["--result-file", "/no/such/dir/r.json"], "invalid --result-file" },

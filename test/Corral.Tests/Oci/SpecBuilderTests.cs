@@ -28,6 +28,19 @@ public sealed class SpecBuilderTests
     }
 
     [Fact]
+    public void WritableRootHasNoTmpfsTmpAndRunsAsTheResolvedUser()
+    {
+        var spec = SpecBuilder.Build(Input with { ReadonlyRoot = false, TmpSize = null, User = new UserSpec { Uid = 1234, Gid = 2345, AdditionalGids = [777] } }, _ => null);
+
+        spec.Root.ShouldBe(new RootSpec("/images/debian/rootfs", false));
+        spec.Mounts.ShouldNotContain(m => m.Destination == "/tmp");
+        spec.Process.User.Uid.ShouldBe(1234u);
+        spec.Process.User.Gid.ShouldBe(2345u);
+        spec.Process.User.AdditionalGids.ShouldBe([777u]);
+        SpecBuilder.ToJson(spec).ShouldContain("\"additionalGids\":[777]");
+    }
+
+    [Fact]
     public void HasRuncSpecDefaults()
     {
         var spec = SpecBuilder.Build(Input, _ => null);
