@@ -490,6 +490,19 @@ public sealed class SandboxRegistry(
     private async Task ReclaimAsync(Sandbox sandbox, string why)
     {
         DaemonLog.ShimLost(logger, sandbox.Id, why);
+        string? failure = null;
+        if (ContainerRuntimes.TryParse(sandbox.Record.Runtime, out var kind))
+        {
+            try
+            {
+                await supervisor.ReclaimAsync(sandbox.Id, kind).ConfigureAwait(false);
+            }
+            catch (CorralException ex)
+            {
+                failure = ex.Message;
+            }
+        }
+
         try
         {
             // Its root's files stay (they can be copied out until it is removed); its mounts go now.
@@ -500,18 +513,11 @@ public sealed class SandboxRegistry(
             DaemonLog.RootUnmountFailed(logger, sandbox.Id, RootDirOf(sandbox.Dir), ex.Message);
         }
 
-        if (ContainerRuntimes.TryParse(sandbox.Record.Runtime, out var kind))
+        if (failure is not null)
         {
-            try
-            {
-                await supervisor.ReclaimAsync(sandbox.Id, kind).ConfigureAwait(false);
-            }
-            catch (CorralException ex)
-            {
-                // Said, not hidden: what is left shows in `corral ps` as orphaned and `corral gc` retries it.
-                sandbox.Files.WriteFailure($"the sandbox's supervision ended without an exit record ({why}); removing its container failed: {ex.Message}");
-                return;
-            }
+            // Said, not hidden: what is left shows in `corral ps` as orphaned and `corral gc` retries it.
+            sandbox.Files.WriteFailure($"the sandbox's supervision ended without an exit record ({why}); removing its container failed: {failure}");
+            return;
         }
 
         sandbox.Files.WriteFailure($"the sandbox's supervision ended without an exit record ({why}); its container was stopped and removed");

@@ -219,6 +219,34 @@ public sealed class CopyTests(ITestOutputHelper output)
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Runtimes))]
+    public async Task Execs_and_copied_files_follow_the_sandbox_user_and_two_sandboxes_of_one_image_do_not_share_writes(string runtime)
+    {
+        await using var daemon = await DaemonProcess.StartAsync();
+        var nobody = await daemon.Client.CreateAsync(DaemonSandboxTests.Request(runtime, [], r => { r.Idle = true; r.User = "nobody"; }), Ct);
+        var other = await daemon.Client.CreateAsync(DaemonSandboxTests.Request(runtime, [], r => r.Idle = true), Ct);
+        await new Sandbox(daemon.Client, nobody).WaitRunningAsync(Ct);
+        await new Sandbox(daemon.Client, other).WaitRunningAsync(Ct);
+
+        await daemon.Client.WriteFileAsync(nobody, "/tmp/given", "x"u8.ToArray(), cancellationToken: Ct);
+        var check = await daemon.Client.ExecAsync(nobody, ["python3", "-c", "import os; s = os.stat('/tmp/given'); print(os.getuid(), os.getgid(), s.st_uid, s.st_gid, oct(s.st_mode & 0o7777)); open('/tmp/mine', 'w').write('n')"], cancellationToken: Ct);
+        check.ExitCode.ShouldBe(0, check.Stderr);
+        check.Stdout.ShouldBe("65534 65534 65534 65534 0o644\n", "the exec runs as the sandbox's user, and the copied file is that user's");
+
+        // Written at the same time in both, at one path: each sees its own.
+        var a = daemon.Client.ExecAsync(nobody, ["sh", "-c", "echo from-nobody > /tmp/shared; sleep 0.5; cat /tmp/shared"], cancellationToken: Ct);
+        var b = daemon.Client.ExecAsync(other, ["sh", "-c", "echo from-other > /tmp/shared; sleep 0.5; cat /tmp/shared; test ! -e /tmp/mine && echo no-mine"], cancellationToken: Ct);
+        (await a).Stdout.ShouldBe("from-nobody\n");
+        (await b).Stdout.ShouldBe("from-other\nno-mine\n");
+
+        foreach (var id in new[] { nobody, other })
+        {
+            await daemon.Client.RemoveAsync(id, Ct, force: true);
+            (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
+        }
+    }
+
     [Fact]
     public async Task Read_only_sandboxes_tmpfs_mounts_and_read_only_binds_refuse_copies_in_with_a_reason()
     {
@@ -293,9 +321,12 @@ public sealed class CopyTests(ITestOutputHelper output)
             }
 
             info.State.ShouldBe(SandboxState.Failed);
+            File.ReadAllText("/proc/self/mountinfo").ShouldNotContain(id, customMessage: "the reclaim unmounts its root (its files stay until it is removed)");
+            (await second.Client.ReadFileAsync(id, "/kept", cancellationToken: Ct)).ShouldBe("data\n"u8.ToArray(), "its files can still be copied out");
             await second.Client.RemoveAsync(id, Ct);
             (await TestHost.LeaksAsync(id)).ShouldBeEmpty();
             LoopDevicesOf(id).ShouldBeEmpty();
+            Directory.Exists(Path.Combine(second.StateDir, "sandboxes", id)).ShouldBeFalse("its layer and disk image go with it");
         }
         finally
         {
