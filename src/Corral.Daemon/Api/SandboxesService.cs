@@ -136,7 +136,7 @@ internal sealed class SandboxesService(
                 while (buffer.Length > 0)
                 {
                     var piece = buffer.Slice(0, Math.Min(buffer.Length, 1 << 20));
-                    await responseStream.WriteAsync(new Proto.CopyOutChunk { Data = Google.Protobuf.ByteString.CopyFrom(System.Buffers.BuffersExtensions.ToArray(piece)) }, context.CancellationToken).ConfigureAwait(false);
+                    await responseStream.WriteAsync(new Proto.CopyOutChunk { Data = Google.Protobuf.UnsafeByteOperations.UnsafeWrap(System.Buffers.BuffersExtensions.ToArray(piece)) }, context.CancellationToken).ConfigureAwait(false);
                     buffer = buffer.Slice(piece.End);
                 }
 
