@@ -230,10 +230,10 @@ public sealed partial class ContainerUsersTests : IDisposable
 
         var e = Should.Throw<CorralException>(() => ContainerUsers.Resolve(Root, "app"));
 
-        e.Message.ShouldBe("invalid --user 'app': the container's /etc/passwd is larger than 4 MiB");
+        e.Message.ShouldBe("invalid --user 'app': the container's /etc/passwd is larger than 4Mi");
         e.Kind.ShouldBe(ErrorKind.InvalidArgument);
         Should.Throw<CorralException>(() => ContainerUsers.Resolve(Root, null))
-            .Message.ShouldBe("cannot resolve the container's user: the container's /etc/passwd is larger than 4 MiB");
+            .Message.ShouldBe("cannot resolve the container's user: the container's /etc/passwd is larger than 4Mi");
     }
 
     [Fact]
