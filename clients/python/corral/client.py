@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import queue
 import re
+import tarfile
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -200,6 +203,29 @@ def _port(text: str) -> "pb.PortMapping":
     return pb.PortMapping(host_ip=host_ip, host_port=int(parts[-2]), container_port=int(parts[-1]), protocol=protocol)
 
 
+def _volume(text: str) -> "pb.Mount":
+    """A bind mount as the CLI's -v writes it: HOST:CONTAINER[:ro|rw][,create] (the daemon checks the paths)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise InvalidArgumentError(f"invalid volume {text!r}: expected HOST_PATH:CONTAINER_PATH[:ro|rw]")
+    options = parts[2].split(",") if len(parts) == 3 else []
+    unknown = [o for o in options if o not in ("ro", "rw", "create")]
+    if unknown:
+        raise InvalidArgumentError(f"invalid volume {text!r}: unknown option {unknown[0]!r} (use ro, rw or create)")
+    return pb.Mount(type=pb.Mount.BIND, source=parts[0], target=parts[1], read_only="ro" in options, create_source="create" in options)
+
+
+def _tmpfs(text: str) -> "pb.Mount":
+    """A tmpfs as the CLI's --tmpfs writes it: CONTAINER[:size=SIZE]."""
+    target, _, options = text.partition(":")
+    size = 0
+    for option in filter(None, options.split(",")):
+        if not option.startswith("size="):
+            raise InvalidArgumentError(f"invalid tmpfs {text!r}: unknown option {option!r} (use size=SIZE)")
+        size = parse_size(option[len("size="):])
+    return pb.Mount(type=pb.Mount.TMPFS, target=target, size_bytes=size)
+
+
 def _client() -> Client:
     global _default_client
     with _default_lock:
@@ -234,6 +260,11 @@ class Sandbox:
         ports: Optional[Sequence[str]] = None,
         egress: Optional[Sequence[str]] = None,
         dns: Optional[Sequence[str]] = None,
+        read_only: bool = False,
+        disk: Union[int, str, None] = None,
+        volumes: Optional[Sequence[str]] = None,
+        tmpfs: Optional[Sequence[str]] = None,
+        user: Optional[str] = None,
         client: Optional[Client] = None,
     ) -> None:
         if runtime not in _RUNTIMES:
@@ -258,6 +289,12 @@ class Sandbox:
         self.ports = [_port(p) for p in (ports or [])]
         self.egress = list(egress or [])
         self.dns = list(dns or [])
+        # The root is the sandbox's own writable layer unless read_only; disk caps it ("1Gi"); volumes
+        # as the CLI's -v ("/host:/data:ro"), tmpfs as its --tmpfs ("/scratch:size=64Mi"); user as --user.
+        self.read_only = read_only
+        self.disk_bytes = parse_size(disk)
+        self.mounts = [_volume(v) for v in (volumes or [])] + [_tmpfs(t) for t in (tmpfs or [])]
+        self.user = user
         self.client = client or _client()
         self.id: Optional[str] = None
         self._exit: Optional[ExitRecord] = None
@@ -279,6 +316,10 @@ class Sandbox:
             name=self.name or "",
             image=self.image or "",
             idle=not self.command and bool(self.image),
+            read_only=self.read_only,
+            disk_bytes=self.disk_bytes,
+            mounts=self.mounts,
+            user=self.user or "",
         )
         if self.timeout is not None:
             request.timeout.CopyFrom(_duration(self.timeout))
@@ -303,6 +344,44 @@ class Sandbox:
         if self.id is None:
             raise FailedPreconditionError("the sandbox was not created yet: call create() first")
         return self.id
+
+    # -- files ---------------------------------------------------------------------------------
+    def upload(self, path: str, tar: bytes) -> int:
+        """Sends an uncompressed tar to ``path`` in the sandbox (an existing directory gets its entries;
+        a missing path takes the name of its one top-level entry). Returns the bytes taken."""
+        sandbox_id = self._require_id()
+
+        def requests():
+            yield pb.CopyInRequest(id=sandbox_id, path=path)
+            for offset in range(0, len(tar), 1 << 20):
+                yield pb.CopyInRequest(data=tar[offset:offset + (1 << 20)])
+
+        return self.client.call(self.client.stub.CopyIn, requests()).bytes
+
+    def download(self, path: str) -> bytes:
+        """An uncompressed tar of ``path`` (a file or a tree) in the sandbox."""
+        return b"".join(chunk.data for chunk in self.client.stream(self.client.stub.CopyOut, pb.CopyOutRequest(id=self._require_id(), path=path)))
+
+    def write_file(self, path: str, data: Union[bytes, str], mode: int = 0o644) -> None:
+        """Creates or replaces the file ``path`` in the sandbox; it belongs to the sandbox's user."""
+        content = data.encode() if isinstance(data, str) else data
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if not name:
+            raise InvalidArgumentError(f"invalid path {path!r}: names no file")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(content), mode, int(time.time())
+            archive.addfile(info, io.BytesIO(content))
+        self.upload(path, buffer.getvalue())
+
+    def read_file(self, path: str) -> bytes:
+        """The content of the regular file ``path`` in the sandbox (running, or ended and not removed)."""
+        with tarfile.open(fileobj=io.BytesIO(self.download(path)), mode="r:") as archive:
+            members = archive.getmembers()
+            if len(members) != 1 or not members[0].isfile():
+                raise InvalidArgumentError(f"{path!r} is not a regular file in sandbox {self.id}")
+            return archive.extractfile(members[0]).read()
 
     @property
     def process(self) -> "Processes":

@@ -238,3 +238,33 @@ def test_bad_network_input_is_refused_and_nothing_created(client):
     with pytest.raises(corral.InvalidArgumentError):
         Sandbox(runtime="runc", network="bridge", egress=["allow-cidr=10.0.0.0/33"], client=client).create()
     assert {s["id"] for s in client.list()} == before
+
+
+def test_files_go_in_and_out_as_the_sandbox_user_and_stay_readable_after_the_end(client, runtime):
+    command = ["sh", "-c", "while [ ! -f /tmp/in.txt ]; do sleep 0.05; done; tr a-z A-Z < /tmp/in.txt > /tmp/out.txt"]
+    with Sandbox(runtime=runtime, command=command, user="nobody", client=client) as sandbox:
+        sandbox.write_file("/tmp/in.txt", "hello from python\n")
+        record = sandbox.wait(timeout=60)
+        assert record.exit_code == 0, record
+        # Ended, not yet removed: its files are still there to collect.
+        assert sandbox.read_file("/tmp/out.txt") == b"HELLO FROM PYTHON\n"
+        import io
+        import tarfile
+        with tarfile.open(fileobj=io.BytesIO(sandbox.download("/tmp")), mode="r:") as archive:
+            members = {m.name: m for m in archive.getmembers()}
+        assert members["tmp/in.txt"].uid == 65534, "a copied file belongs to the sandbox's user"
+        assert members["tmp/out.txt"].uid == 65534
+
+
+def test_bad_mounts_and_users_are_refused_and_nothing_created(client):
+    with pytest.raises(corral.InvalidArgumentError):
+        Sandbox(volumes=["relative"], client=client)
+    before = {s["id"] for s in client.list()}
+    with pytest.raises(corral.InvalidArgumentError):
+        Sandbox(runtime="runc", tmpfs=["/proc"], client=client).create()
+    with pytest.raises(corral.InvalidArgumentError):
+        Sandbox(runtime="runc", user="no-such-user", command=["true"], client=client).create()
+    with pytest.raises(corral.FailedPreconditionError):
+        # The daemon allows no bind mounts unless started with --allow-mounts-under.
+        Sandbox(runtime="runc", volumes=["/etc:/hostetc:ro"], client=client).create()
+    assert {s["id"] for s in client.list()} == before

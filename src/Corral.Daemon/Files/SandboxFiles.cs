@@ -18,6 +18,9 @@ internal sealed class SandboxFiles(SandboxRegistry registry)
 {
     private static readonly TimeSpan MountDeadline = TimeSpan.FromSeconds(30);
 
+    /// <summary>How long a copy into a sandbox still being created waits for its root.</summary>
+    private static readonly TimeSpan StartWait = TimeSpan.FromSeconds(60);
+
     /// <summary>One copy at a time per ended sandbox: its root is mounted for the copy and unmounted after.</summary>
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _gates = new(StringComparer.Ordinal);
 
@@ -45,7 +48,22 @@ internal sealed class SandboxFiles(SandboxRegistry registry)
 
         if (!sandbox.HasEnded)
         {
-            throw CorralException.Precondition($"sandbox {id} has not started yet: its root filesystem is not there yet");
+            // Just created: its shim mounts the root before it starts the runtime. Wait for that (or the end).
+            var deadline = DateTime.UtcNow + StartWait;
+            while (!sandbox.HasEnded && !OverlayRootfs.IsMounted(WritableRoot.RootfsOf(kept!)))
+            {
+                if (DateTime.UtcNow > deadline)
+                {
+                    throw CorralException.Precondition($"sandbox {id} has not started yet: its root filesystem is not there yet");
+                }
+
+                await Task.Delay(20, cancellationToken).ConfigureAwait(false);
+            }
+
+            if (!sandbox.HasEnded)
+            {
+                return await Task.Run(() => copy(Locate(id, path, writing, request)), cancellationToken).ConfigureAwait(false);
+            }
         }
 
         if (!WritableRoot.HasLayer(kept!))
