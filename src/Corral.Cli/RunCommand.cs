@@ -316,15 +316,7 @@ internal static class RunCommand
 
     private static long ParseMemory(string text) => ParseSize("--memory", text);
 
-    private static long ParseSize(string option, string text)
-    {
-        if (!ByteSize.TryParse(text, out var bytes, out var error))
-        {
-            throw CorralException.Invalid(error.Replace("invalid size", "invalid " + option, StringComparison.Ordinal));
-        }
-
-        return bytes;
-    }
+    private static long ParseSize(string option, string text) => ByteSize.Parse(option, text);
 
     private static double ParseCpus(string text)
     {

@@ -37,36 +37,16 @@ internal sealed class SandboxFiles(SandboxRegistry registry)
     /// </summary>
     private async Task<CopyResult> WithRootAsync(string id, string path, bool writing, Func<Place, CopyResult> copy, CancellationToken cancellationToken)
     {
-        _ = Normalize(path);
+        var normal = Normalize(path);
         var (sandbox, request) = Find(id);
-        var kept = request.KeptRootDir;
-        var overlay = kept is not null && (request.ImageLayers is not null || !request.ReadOnlyRoot);
-        if (!overlay || OverlayRootfs.IsMounted(WritableRoot.RootfsOf(kept!)))
+        var kept = request.HasOverlayRoot ? request.KeptRootDir : null;
+        var root = kept is null ? request.Rootfs : WritableRoot.RootfsOf(kept);
+        if (kept is null || await MountedByShimAsync(sandbox, root, cancellationToken).ConfigureAwait(false))
         {
-            return await Task.Run(() => copy(Locate(id, path, writing, request)), cancellationToken).ConfigureAwait(false);
+            return await Task.Run(() => copy(Locate(id, normal, writing, request, root)), cancellationToken).ConfigureAwait(false);
         }
 
-        if (!sandbox.HasEnded)
-        {
-            // Just created: its shim mounts the root before it starts the runtime. Wait for that (or the end).
-            var deadline = DateTime.UtcNow + StartWait;
-            while (!sandbox.HasEnded && !OverlayRootfs.IsMounted(WritableRoot.RootfsOf(kept!)))
-            {
-                if (DateTime.UtcNow > deadline)
-                {
-                    throw CorralException.Precondition($"sandbox {id} has not started yet: its root filesystem is not there yet");
-                }
-
-                await Task.Delay(20, cancellationToken).ConfigureAwait(false);
-            }
-
-            if (!sandbox.HasEnded)
-            {
-                return await Task.Run(() => copy(Locate(id, path, writing, request)), cancellationToken).ConfigureAwait(false);
-            }
-        }
-
-        if (!WritableRoot.HasLayer(kept!))
+        if (!WritableRoot.HasLayer(kept))
         {
             throw CorralException.Precondition($"sandbox {id} ended before its root filesystem was made: there are no files to copy");
         }
@@ -75,20 +55,45 @@ internal sealed class SandboxFiles(SandboxRegistry registry)
         await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            await WritableRoot.RemountAsync(kept!, request.ImageLayers ?? [request.Rootfs], MountDeadline, cancellationToken).ConfigureAwait(false);
+            await WritableRoot.RemountAsync(kept, request.ImageLayers ?? [request.Rootfs], MountDeadline, cancellationToken).ConfigureAwait(false);
             try
             {
-                return await Task.Run(() => copy(Locate(id, path, writing, request)), cancellationToken).ConfigureAwait(false);
+                return await Task.Run(() => copy(Locate(id, normal, writing, request, root)), cancellationToken).ConfigureAwait(false);
             }
             finally
             {
-                WritableRoot.Unmount(kept!);
+                WritableRoot.Unmount(kept);
             }
         }
         finally
         {
             gate.Release();
         }
+    }
+
+    /// <summary>
+    /// True while the sandbox's shim holds its root mounted; a sandbox still being created is waited for
+    /// (its shim mounts the root before it starts the runtime). False once it ended (nothing mounted).
+    /// </summary>
+    private static async Task<bool> MountedByShimAsync(Sandbox sandbox, string root, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + StartWait;
+        while (!OverlayRootfs.IsMounted(root))
+        {
+            if (sandbox.HasEnded)
+            {
+                return false;
+            }
+
+            if (DateTime.UtcNow > deadline)
+            {
+                throw CorralException.Precondition($"sandbox {sandbox.Id} has not started yet: its root filesystem is not there yet");
+            }
+
+            await Task.Delay(20, cancellationToken).ConfigureAwait(false);
+        }
+
+        return true;
     }
 
     private (Sandbox Sandbox, ContainerRequest Request) Find(string id)
@@ -99,13 +104,9 @@ internal sealed class SandboxFiles(SandboxRegistry registry)
         return (sandbox, request);
     }
 
-    /// <summary>Which host directory serves as the root for <paramref name="path"/>, and the path inside it.</summary>
-    private static Place Locate(string id, string path, bool writing, ContainerRequest request)
+    /// <summary>Which host directory serves as the root for <paramref name="normal"/> (a normalised sandbox path), and the path inside it.</summary>
+    private static Place Locate(string id, string normal, bool writing, ContainerRequest request, string root)
     {
-        var normal = Normalize(path);
-        var overlay = request.ImageLayers is not null || !request.ReadOnlyRoot;
-        var root = overlay && request.KeptRootDir is { } kept ? WritableRoot.RootfsOf(kept) : request.Rootfs;
-
         // The innermost mount over the path decides (longest container path first).
         foreach (var mount in request.Mounts.OrderByDescending(m => m.Target.Length))
         {

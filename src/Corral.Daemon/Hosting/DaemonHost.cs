@@ -88,9 +88,7 @@ public static class DaemonHost
                     daemon.DefaultNetwork = Corral.Networking.NetworkInput.ParseMode(value);
                     break;
                 case "--disk":
-                    daemon.DefaultDiskBytes = ByteSize.TryParse(value, out var disk, out var diskError)
-                        ? Corral.Rootfs.WritableRoot.ValidateDisk(disk)
-                        : throw CorralException.Invalid(diskError.Replace("invalid size", "invalid --disk", StringComparison.Ordinal));
+                    daemon.DefaultDiskBytes = Corral.Rootfs.WritableRoot.ValidateDisk(ByteSize.Parse("--disk", value));
                     break;
                 case "--allow-mounts-under":
                     daemon.AllowMountsUnder.Add(Corral.Rootfs.MountInput.AllowedRoot(value));

@@ -61,6 +61,10 @@ public static partial class ByteSize
     public static long Parse(string text) =>
         TryParse(text, out var bytes, out var error) ? bytes : throw CorralException.Invalid(error);
 
+    /// <summary>A size given as <paramref name="option"/> (`--memory`, `--disk`): refused as "invalid OPTION ...".</summary>
+    public static long Parse(string option, string text) =>
+        TryParse(text, out var bytes, out var error) ? bytes : throw CorralException.Invalid(error.Replace("invalid size", "invalid " + option, StringComparison.Ordinal));
+
     public static string Format(long bytes) => bytes switch
     {
         >= 1L << 30 when bytes % (1L << 30) == 0 => $"{bytes >> 30}Gi",

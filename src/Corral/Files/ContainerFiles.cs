@@ -36,7 +36,8 @@ public static class ContainerFiles
         ContainerRoot.CheckPath(containerPath);
         using var root = ContainerRoot.Open(rootDir);
         using var destination = Destination.Resolve(root, containerPath);
-        var archive = new CappedArchiveStream(tar, limits.MaxBytes);
+        // Counted, and failing as soon as it passes its cap; the caller keeps the stream.
+        var archive = new CappedStream(tar, limits.MaxBytes, $"refusing archive: it is larger than {ByteSize.Format(limits.MaxBytes)} ({limits.MaxBytes} bytes)", leaveOpen: true);
         var target = new ArchiveTarget(
             destination.BaseParts,
             destination.NewName,

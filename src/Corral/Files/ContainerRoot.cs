@@ -29,7 +29,7 @@ internal sealed class ContainerRoot : IDisposable
     public static ContainerRoot Open(string rootDir)
     {
         ArgumentException.ThrowIfNullOrEmpty(rootDir);
-        var fd = LibC.openat(-100, Path.GetFullPath(rootDir), AtCalls.O_DIRECTORY | LibC.O_CLOEXEC, 0);
+        var fd = LibC.openat(AtCalls.AT_FDCWD, Path.GetFullPath(rootDir), AtCalls.O_DIRECTORY | LibC.O_CLOEXEC, 0);
         return fd >= 0
             ? new ContainerRoot(fd)
             : throw CorralException.Host($"cannot open the container's root filesystem {rootDir}: {LibC.ErrorText(Marshal.GetLastPInvokeError())}");
@@ -111,8 +111,8 @@ internal sealed class ContainerRoot : IDisposable
     /// </summary>
     public List<string> PartsOf(int dirFd, string containerPath)
     {
-        var root = LayerUnpacker.ReadLink(-100, $"/proc/self/fd/{Fd}");
-        var dir = LayerUnpacker.ReadLink(-100, $"/proc/self/fd/{dirFd}");
+        var root = LayerUnpacker.ReadLink(AtCalls.AT_FDCWD, $"/proc/self/fd/{Fd}");
+        var dir = LayerUnpacker.ReadLink(AtCalls.AT_FDCWD, $"/proc/self/fd/{dirFd}");
         List<string>? parts = null;
         if (root is not null && dir is not null)
         {

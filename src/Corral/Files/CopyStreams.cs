@@ -4,26 +4,6 @@ using Microsoft.Win32.SafeHandles;
 
 namespace Corral.Files;
 
-/// <summary>An archive read for a copy in: counted, and failing as soon as it passes its cap. The caller keeps the inner stream.</summary>
-internal sealed class CappedArchiveStream(Stream inner, long max) : Images.ReadOnlyStream
-{
-    public long Count { get; private set; }
-
-    public override int Read(Span<byte> buffer)
-    {
-        var n = inner.Read(buffer);
-        Count += n;
-        if (Count > max)
-        {
-            throw new CorralException(
-                ErrorKind.ResourceExhausted,
-                $"refusing archive: it is larger than {ByteSize.Format(max)} ({max} bytes)");
-        }
-
-        return n;
-    }
-}
-
 /// <summary>
 /// The archive written by a copy out: counted, and once <see cref="Discard"/> is set (the copy
 /// failed) nothing more reaches the output, so a failed copy never ends in a tar trailer that

@@ -137,19 +137,22 @@ internal sealed class StrictGZipStream(Stream compressed) : ReadOnlyStream
 }
 
 /// <summary>Fails as soon as more than <c>max</c> bytes came out: an unpack stops at its cap, not after.</summary>
-internal sealed class CappedStream(Stream inner, long max, string option) : ReadOnlyStream
+internal sealed class CappedStream(Stream inner, long max, string refusal, bool leaveOpen = false) : ReadOnlyStream
 {
-    private long _total;
+    /// <summary>A layer's unpacked bytes, capped by <paramref name="option"/>'s value.</summary>
+    public static CappedStream Layer(Stream inner, long max, string option) =>
+        new(inner, max, $"refusing layer: it unpacks to more than {Corral.Common.ByteSize.Format(max)} ({max} bytes; raise it with {option})");
+
+    /// <summary>The bytes read so far.</summary>
+    public long Count { get; private set; }
 
     public override int Read(Span<byte> buffer)
     {
         var n = inner.Read(buffer);
-        _total += n;
-        if (_total > max)
+        Count += n;
+        if (Count > max)
         {
-            throw new Corral.Common.CorralException(
-                Corral.Common.ErrorKind.ResourceExhausted,
-                $"refusing layer: it unpacks to more than {Corral.Common.ByteSize.Format(max)} ({max} bytes; raise it with {option})");
+            throw new Corral.Common.CorralException(Corral.Common.ErrorKind.ResourceExhausted, refusal);
         }
 
         return n;
@@ -157,7 +160,7 @@ internal sealed class CappedStream(Stream inner, long max, string option) : Read
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing)
+        if (disposing && !leaveOpen)
         {
             inner.Dispose();
         }

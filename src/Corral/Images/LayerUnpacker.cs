@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 using Corral.Common;
+using Corral.Files;
 using Corral.Interop;
 
 namespace Corral.Images;
@@ -66,7 +67,7 @@ public static class LayerUnpacker
         ArgumentNullException.ThrowIfNull(layer);
         Directory.CreateDirectory(target);
         var buffered = new BufferedStream(layer, 1 << 16);
-        using var tar = new HashingStream(new CappedStream(Decompress(buffered), budget.MaxBytes, budget.Option), leaveOpen: false);
+        using var tar = new HashingStream(CappedStream.Layer(Decompress(buffered), budget.MaxBytes, budget.Option), leaveOpen: false);
         using var state = new UnpackState(target, mode, Environment.IsPrivilegedProcess);
         var entries = ApplyAll(tar, state, budget.MaxEntries, tar.Drain, cancellationToken);
         return new UnpackResult(tar.Digest(), tar.Count, entries);
@@ -436,8 +437,6 @@ public static class LayerUnpacker
         }
     }
 
-    internal static bool IsSymlink(string path) => new FileInfo(path).LinkTarget is not null;
-
     /// <summary>
     /// The host path of <paramref name="relative"/> inside <paramref name="root"/> with every
     /// symlink, the last component's too, resolved inside the root; null when it does not exist.
@@ -537,30 +536,8 @@ public static class LayerUnpacker
     internal static List<string> ListNames(int dirFd) =>
         Directory.EnumerateFileSystemEntries($"/proc/self/fd/{dirFd}").Select(p => Path.GetFileName(p)).ToList();
 
-    internal readonly record struct StatInfo(uint Mode, ulong Inode, ulong Device)
-    {
-        public bool IsDirectory => (Mode & AtCalls.S_IFMT) == AtCalls.S_IFDIR;
-
-        public bool IsRegular => (Mode & AtCalls.S_IFMT) == AtCalls.S_IFREG;
-
-        public bool IsSymlink => (Mode & AtCalls.S_IFMT) == AtCalls.S_IFLNK;
-    }
-
     /// <summary>lstat relative to a directory fd (an empty name: the fd itself); null when it does not exist.</summary>
-    internal static StatInfo? Stat(int dirFd, string name)
-    {
-        var buffer = new byte[256];
-        if (LibC.statx(dirFd, name, AtCalls.AT_SYMLINK_NOFOLLOW | (name.Length == 0 ? AtCalls.AT_EMPTY_PATH : 0), AtCalls.STATX_BASIC_STATS, buffer) != 0)
-        {
-            var errno = Marshal.GetLastPInvokeError();
-            return errno is LibC.ENOENT or AtCalls.ENOTDIR ? null : throw Io("stat", name, errno);
-        }
-
-        return new StatInfo(
-            BitConverter.ToUInt16(buffer, 28),
-            BitConverter.ToUInt64(buffer, 32),
-            ((ulong)BitConverter.ToUInt32(buffer, 136) << 32) | BitConverter.ToUInt32(buffer, 140));
-    }
+    internal static FileStatus? Stat(int dirFd, string name) => FileStatus.Of(dirFd, name);
 
     internal static string? ReadLink(int dirFd, string name)
     {
@@ -611,7 +588,7 @@ public static class LayerUnpacker
 
         private readonly int _rootFd;
         private readonly bool _ownsRoot;
-        private readonly Dictionary<string, (StatInfo Stat, uint Mode, DateTimeOffset Time)> _directories = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, (FileStatus Stat, uint Mode, DateTimeOffset Time)> _directories = new(StringComparer.Ordinal);
         private readonly Dictionary<string, string> _links = new(StringComparer.Ordinal);
         private string? _top;
 
@@ -620,7 +597,7 @@ public static class LayerUnpacker
             Mode = mode;
             Chown = chown;
             _ownsRoot = true;
-            _rootFd = LibC.openat(-100, Path.GetFullPath(root), AtCalls.O_DIRECTORY | LibC.O_CLOEXEC, 0);
+            _rootFd = LibC.openat(AtCalls.AT_FDCWD, Path.GetFullPath(root), AtCalls.O_DIRECTORY | LibC.O_CLOEXEC, 0);
             if (_rootFd < 0)
             {
                 throw Io("open the layer directory", root);
@@ -877,7 +854,7 @@ public static class LayerUnpacker
             }
         }
 
-        public void DeferDirectory(string key, StatInfo stat, uint mode, DateTimeOffset time) =>
+        public void DeferDirectory(string key, FileStatus stat, uint mode, DateTimeOffset time) =>
             _directories[key] = (stat, mode, time);
 
         /// <summary>

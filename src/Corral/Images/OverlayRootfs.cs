@@ -22,7 +22,15 @@ public static class OverlayRootfs
     }
 
     /// <summary>The lower directories of the overlay mounted at <paramref name="target"/> (top first), from mountinfo; empty when none is.</summary>
-    public static IReadOnlyList<string> LowerDirs(string target)
+    public static IReadOnlyList<string> LowerDirs(string target) =>
+        SuperOptions(target)?.Split(',').FirstOrDefault(o => o.StartsWith("lowerdir=", StringComparison.Ordinal)) is { } lower
+            ? lower["lowerdir=".Length..].Split(':', StringSplitOptions.RemoveEmptyEntries)
+            : [];
+
+    public static bool IsMounted(string target) => SuperOptions(target) is not null;
+
+    /// <summary>The superblock options of what is mounted at <paramref name="target"/> (mountinfo's last field); null when nothing is.</summary>
+    private static string? SuperOptions(string target)
     {
         var full = Path.GetFullPath(target);
         foreach (var line in File.ReadLines("/proc/self/mountinfo"))
@@ -30,32 +38,11 @@ public static class OverlayRootfs
             var fields = line.Split(' ');
             if (fields.Length > 4 && fields[4].Replace("\\040", " ", StringComparison.Ordinal) == full)
             {
-                foreach (var option in fields[^1].Split(','))
-                {
-                    if (option.StartsWith("lowerdir=", StringComparison.Ordinal))
-                    {
-                        return option["lowerdir=".Length..].Split(':', StringSplitOptions.RemoveEmptyEntries);
-                    }
-                }
+                return fields[^1];
             }
         }
 
-        return [];
-    }
-
-    public static bool IsMounted(string target)
-    {
-        var full = Path.GetFullPath(target);
-        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
-        {
-            var fields = line.Split(' ');
-            if (fields.Length > 4 && fields[4].Replace("\\040", " ", StringComparison.Ordinal) == full)
-            {
-                return true;
-            }
-        }
-
-        return false;
+        return null;
     }
 }
 

@@ -50,6 +50,7 @@ internal static partial class LibC
 /// <summary>Flags and values of the *at() calls (in a class of their own: other areas' LibC parts may define the common ones).</summary>
 internal static class AtCalls
 {
+    public const int AT_FDCWD = -100;
     public const int O_WRONLY = 0x1;
     public const int O_CREAT = 0x40;
     public const int O_EXCL = 0x80;

@@ -51,8 +51,6 @@ public static class MountInput
 
     private const int MaxPath = 4096;
 
-    private const int AtFdCwd = -100;
-
     private static readonly string[] Covered = ["/proc", "/sys", "/dev"];
 
     /// <summary>`HOST_PATH:CONTAINER_PATH[:ro|rw][,create]` (the options may also be `ro,create`).</summary>
@@ -285,7 +283,7 @@ public static class MountInput
                 throw CorralException.Invalid($"invalid -v {InputRules.Quote(source)}: the host's root filesystem is never mounted into a container");
             }
 
-            if (Images.LayerUnpacker.Stat(AtFdCwd, real) is not { } st || !(st.IsDirectory || st.IsRegular))
+            if (Files.FileStatus.Of(AtCalls.AT_FDCWD, real) is not { } st || !(st.IsDirectory || st.IsRegular))
             {
                 throw CorralException.Invalid($"invalid -v {InputRules.Quote(source)}: not a directory or a regular file");
             }

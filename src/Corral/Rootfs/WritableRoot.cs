@@ -28,10 +28,17 @@ public static class WritableRoot
 
     public static string RootfsOf(string dir) => Path.Combine(dir, "rootfs");
 
-    public static string UpperOf(string dir) => Path.Combine(dir, "layer", "upper");
+    public static string UpperOf(string dir) => Path.Combine(LayerOf(dir), "upper");
+
+    /// <summary>Where upper and work live: a plain directory, or the disk's mount point.</summary>
+    private static string LayerOf(string dir) => Path.Combine(dir, "layer");
+
+    private static string WorkOf(string dir) => Path.Combine(LayerOf(dir), "work");
+
+    private static string DiskOf(string dir) => Path.Combine(dir, "disk.img");
 
     /// <summary>True when the directory holds a layer (on the host disk, or in its disk image) that can be mounted again.</summary>
-    public static bool HasLayer(string dir) => Directory.Exists(UpperOf(dir)) || File.Exists(Path.Combine(dir, "disk.img"));
+    public static bool HasLayer(string dir) => Directory.Exists(UpperOf(dir)) || File.Exists(DiskOf(dir));
 
     /// <summary>Checks a --disk value: at least <see cref="MinDiskBytes"/>.</summary>
     public static long? ValidateDisk(long? bytes) => bytes switch
@@ -47,18 +54,17 @@ public static class WritableRoot
     {
         CheckLowers(lowers);
         PrivateFiles.CreateOwnDirectory(dir);
-        var layer = Path.Combine(dir, "layer");
-        Directory.CreateDirectory(layer);
+        Directory.CreateDirectory(LayerOf(dir));
         if (diskBytes is { } size)
         {
-            await MountDiskAsync(Path.Combine(dir, "disk.img"), layer, size, deadline, cancellationToken).ConfigureAwait(false);
+            await MountDiskAsync(DiskOf(dir), LayerOf(dir), size, deadline, cancellationToken).ConfigureAwait(false);
         }
 
         // The upper directory is the container's "/" (a subdirectory: ext4's lost+found stays out of
         // sight): root's and world-readable, as in an image.
         var upper = UpperOf(dir);
         Directory.CreateDirectory(upper);
-        Directory.CreateDirectory(Path.Combine(layer, "work"));
+        Directory.CreateDirectory(WorkOf(dir));
         File.SetUnixFileMode(upper, (UnixFileMode)0b111_101_101);
         return MountOverlay(dir, lowers);
     }
@@ -70,11 +76,9 @@ public static class WritableRoot
     public static async Task<string> RemountAsync(string dir, IReadOnlyList<string> lowers, TimeSpan deadline, CancellationToken cancellationToken = default)
     {
         CheckLowers(lowers);
-        var disk = Path.Combine(dir, "disk.img");
-        var layer = Path.Combine(dir, "layer");
-        if (File.Exists(disk) && !OverlayRootfs.IsMounted(layer))
+        if (File.Exists(DiskOf(dir)) && !OverlayRootfs.IsMounted(LayerOf(dir)))
         {
-            await RunAsync("mount -t ext4 -o loop,noatime \"$1\" \"$2\"", disk, layer, deadline, cancellationToken).ConfigureAwait(false);
+            await RunAsync("mount -t ext4 -o loop,noatime \"$1\" \"$2\"", DiskOf(dir), LayerOf(dir), deadline, cancellationToken).ConfigureAwait(false);
         }
 
         if (!Directory.Exists(UpperOf(dir)))
@@ -96,7 +100,7 @@ public static class WritableRoot
         if (Directory.Exists(dir))
         {
             OverlayRootfs.Unmount(target);
-            OverlayRootfs.Unmount(Path.Combine(dir, "layer"));
+            OverlayRootfs.Unmount(LayerOf(dir));
         }
 
         return lowers;
@@ -111,7 +115,7 @@ public static class WritableRoot
         var lowers = Unmount(dir);
         if (Directory.Exists(dir))
         {
-            File.Delete(Path.Combine(dir, "disk.img"));
+            File.Delete(DiskOf(dir));
         }
 
         return lowers;
@@ -138,7 +142,7 @@ public static class WritableRoot
     {
         var target = RootfsOf(dir);
         Directory.CreateDirectory(target);
-        var options = $"lowerdir={string.Join(':', lowers.Reverse())},upperdir={UpperOf(dir)},workdir={Path.Combine(dir, "layer", "work")}";
+        var options = $"lowerdir={string.Join(':', lowers.Reverse())},upperdir={UpperOf(dir)},workdir={WorkOf(dir)}";
         if (options.Length > MaxOptionsLength)
         {
             throw new CorralException($"the image has too many layers ({lowers.Count}) for one overlay mount");

@@ -46,6 +46,9 @@ public sealed record ContainerRequest
     /// </summary>
     public bool ReadOnlyRoot { get; init; }
 
+    /// <summary>The root is an overlay (of the image's layers, or of a writable directory's): everything but a --read-only directory.</summary>
+    public bool HasOverlayRoot => ImageLayers is not null || !ReadOnlyRoot;
+
     /// <summary>`--disk`: the most the container can write to its root (ENOSPC beyond); null: no cap but the host disk's.</summary>
     public long? DiskBytes { get; init; }
 

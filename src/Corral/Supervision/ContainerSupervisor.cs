@@ -450,14 +450,14 @@ public sealed class ContainerSupervisor(
             _ = GpuDevices.Discover();
         }
 
-        if (request.User is { } user)
-        {
-            _ = Users.UserSpec.Parse(user);
-        }
-
         if (rootfs is not null)
         {
             _ = ValidateInRootfs(request, rootfs);
+        }
+        else if (request.User is { } user)
+        {
+            // An image's root is there only at start (where its names are looked up): the syntax now.
+            _ = Users.UserSpec.Parse(user);
         }
 
         if (request.ReadOnlyRoot && request.DiskBytes is not null)
@@ -551,7 +551,7 @@ public sealed class ContainerSupervisor(
         // The root: the image's layers (or the root filesystem directory) below the container's own
         // writable layer; a --read-only directory as it is.
         var rootfsPath = Path.GetFullPath(request.Rootfs);
-        if (request.ImageLayers is not null || !request.ReadOnlyRoot)
+        if (request.HasOverlayRoot)
         {
             run.RootDir = request.KeptRootDir ?? run.BundleDir;
             if (request.KeptRootDir is { } kept && Directory.Exists(kept))
@@ -562,8 +562,9 @@ public sealed class ContainerSupervisor(
             rootfsPath = await WritableRoot.MountAsync(run.RootDir, request.ImageLayers ?? [rootfsPath], request.DiskBytes, options.RuntimeCommandDeadline, cancellationToken).ConfigureAwait(false);
         }
 
-        // Looked up in the root as the container will see it (the image's own /etc/passwd and /etc/group).
-        var user = ValidateInRootfs(request, rootfsPath);
+        // Looked up in the root as the container will see it (the image's own /etc/passwd and /etc/group);
+        // a root filesystem directory's command was checked with the request.
+        var user = request.ImageLayers is not null ? ValidateInRootfs(request, rootfsPath) : ContainerUsers.Resolve(rootfsPath, request.User);
         if (!request.ReadOnlyRoot && request.Workdir is { } workdir)
         {
             // Made when missing, as docker does (root's, 0755), in the container's own layer.
@@ -1025,7 +1026,7 @@ public sealed class ContainerSupervisor(
     private static IEnumerable<MountSpec> GvisorTmp(IContainerRuntime runtime, ContainerRequest request, string rootfs)
     {
         if (runtime.Kind == RuntimeKind.Gvisor && !request.ReadOnlyRoot && !request.Mounts.Any(m => m.Target == "/tmp")
-            && RootfsResolver.Resolve(rootfs, "/tmp") is { } tmp && Directory.Exists(tmp) && !LayerUnpacker.IsSymlink(tmp))
+            && RootfsResolver.Resolve(rootfs, "/tmp") is { } tmp && Directory.Exists(tmp))
         {
             yield return new MountSpec("/tmp", "bind", tmp, ["rbind", "rw", "nosuid", "nodev"]);
         }
@@ -1055,7 +1056,7 @@ public sealed class ContainerSupervisor(
             var inRoot = RootfsResolver.Resolve(rootfs, target);
             if (inRoot is null || !File.Exists(inRoot))
             {
-                if (!((request.ImageLayers is not null || !request.ReadOnlyRoot) && target == "/etc/resolv.conf" && RootfsResolver.Resolve(rootfs, "/etc") is { } etc && Directory.Exists(etc) && !PrivateFiles.Exists(Path.Combine(etc, "resolv.conf"))))
+                if (!(request.HasOverlayRoot && target == "/etc/resolv.conf" && RootfsResolver.Resolve(rootfs, "/etc") is { } etc && Directory.Exists(etc) && !PrivateFiles.Exists(Path.Combine(etc, "resolv.conf"))))
                 {
                     continue;
                 }
