@@ -302,8 +302,11 @@ public sealed class CopyTests(ITestOutputHelper output)
         DaemonProcess? second = null;
         try
         {
-            var id = await first.Client.CreateAsync(DaemonSandboxTests.Request(runtime, ["sh", "-c", "echo data > /kept; sleep 1000"]), Ct);
+            var id = await first.Client.CreateAsync(DaemonSandboxTests.Request(runtime, ["sh", "-c", "echo data > /kept; echo written; sleep 1000"]), Ct);
             await new Sandbox(first.Client, id).WaitRunningAsync(Ct);
+
+            // Killed only once the file is written: running is not yet having run the first command.
+            await WaitForOutputAsync(first.Client, id, "written");
             File.ReadAllText("/proc/self/mountinfo").ShouldContain(id, customMessage: "its root is mounted while it runs");
 
             var shim = DaemonOwnershipTests.ShimPid(first, id);
